@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -53,7 +54,6 @@ def export_into(workdir: Path) -> None:
     (workdir / "vision_lab" / "py.typed").touch()
     for nb, folder in notebooks(workdir):
         nb_export(nb, lib_path=workdir / folder)
-    import os
     cwd = os.getcwd()
     try:
         os.chdir(workdir)
@@ -76,6 +76,7 @@ def readme_text() -> str:
 
 
 def main(argv=None) -> int:
+    os.environ.pop("IN_TEST", None)  # nbdev skips building the module index under test; this tool always builds it
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="report what is out of date, change nothing")
     args = parser.parse_args(argv)
