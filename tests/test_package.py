@@ -185,3 +185,19 @@ def test_wheel_installs_in_fresh_venv(tmp_path):
     assert "layer_norm_2d" in check.stdout
     cli = _run(str(venv / "bin" / "vision-lab"), "list", cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr
+
+
+def test_report_renders_gallery(tmp_path):
+    script = f"""
+import pathlib
+from vision_lab.cli import build_report, find_notebook
+index, rows = build_report([find_notebook("settings"), find_notebook("ops")], pathlib.Path({str(tmp_path)!r}), progress=False)
+print([r["status"] for r in rows])
+"""
+    result = _run(sys.executable, "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert "['ok', 'ok']" in result.stdout
+    index = (tmp_path / "index.html").read_text()
+    assert 'href="00_settings.html"' in index and "03_ops.ipynb" in index and "<h2>Techniques</h2>" in index
+    page = (tmp_path / "00_settings.html").read_text()
+    assert "Lab settings" in page and "SettingsError" in page  # the executed notebook, outputs included
