@@ -6,7 +6,8 @@ import papermill as pm
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted(p for p in (ROOT / "nbs").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+NOTEBOOKS = sorted(p for p in (ROOT / "nbs").rglob("*.ipynb")  # as the exporter: names starting with _ or . are scratch
+                   if not any(part.startswith((".", "_")) for part in p.relative_to(ROOT / "nbs").parts))
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
