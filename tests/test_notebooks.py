@@ -29,7 +29,8 @@ def test_notebook_runs(nb: Path, tmp_path: Path):
     failure = None
     try:
         pm.execute_notebook(str(nb), str(output), parameters={"profile": "quick"}, kernel_name="python3",
-                            language="python", cwd=str(nb.parent), progress_bar=False, log_output=False)
+                            language="python", cwd=str(nb.parent), progress_bar=False, log_output=False,
+                            execution_timeout=300)  # a hung cell fails its notebook instead of stalling CI
     except pm.PapermillExecutionError as error:
         failure = _describe_failure(nb, output, error)
     if failure:  # outside the except block, so pytest shows only the notebook's story
