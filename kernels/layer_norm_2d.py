@@ -11,8 +11,8 @@ import triton
 import triton.language as tl
 from torch import nn
 
-from vision_lab.runtime import (check_contiguous, check_same_device, check_tensor, next_power_of_2,
-                                resolve_backend)
+from vision_lab.runtime import (check_contiguous, check_same_device, check_tensor, interpreter_active,
+                                next_power_of_2, resolve_backend)
 
 # %% auto #0
 __all__ = ['layer_norm_2d_reference', 'layer_norm_2d_torch', 'LayerNorm2dFunction', 'layer_norm_2d', 'LayerNorm2d',
@@ -106,7 +106,6 @@ def _launch_geometry(x: torch.Tensor):
     pixels = height * width
     # NCHW: pixel stride 1, channel stride HW; channels-last: channel stride 1, pixel stride C
     stride_b, stride_c, _, stride_p = x.stride()
-    from vision_lab.runtime import interpreter_active
     block_c, block_p = _tile_sizes(channels, pixels, interpret=interpreter_active())
     n_tiles = triton.cdiv(pixels, block_p)
     # statistics and sums in fp32 (fp64 for fp64 input, so gradcheck sees the exact op)

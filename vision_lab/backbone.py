@@ -33,14 +33,20 @@ class IdentityMixer(nn.Module):
         return x
 
 
+def _check_odd_size(value, name: str, why: str) -> int:
+    """Raise ValueError naming `name` unless `value` is a positive odd int."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
+        raise ValueError(f"{name}={value!r} must be a positive odd int ({why})")
+    return value
+
+
 @register_mixer("pool", family="baseline")
 class PoolMixer(nn.Module):
     """PoolFormer token mixer: 3×3 average pooling (over existing pixels) minus the input."""
 
     def __init__(self, dim: int, pool_size: int = 3):
         super().__init__()
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1 or pool_size % 2 == 0:
-            raise ValueError(f"pool_size={pool_size!r} must be a positive odd int (so the grid keeps its size)")
+        _check_odd_size(pool_size, "pool_size", "so the grid keeps its size")
         self.dim = dim
         self.pool = nn.AvgPool2d(pool_size, stride=1, padding=pool_size // 2, count_include_pad=False)
 
@@ -55,8 +61,7 @@ class DepthwiseConvMixer(nn.Module):
 
     def __init__(self, dim: int, kernel_size: int = 7):
         super().__init__()
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size={kernel_size!r} must be a positive odd int (for 'same' padding)")
+        _check_odd_size(kernel_size, "kernel_size", "for 'same' padding")
         self.dim = dim
         self.kernel_size = kernel_size
         self.conv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=True)
