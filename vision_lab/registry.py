@@ -66,8 +66,11 @@ def _check_family(family: str) -> str:
 
 
 def _same_origin(a: Callable, b: Callable) -> bool:
-    return (getattr(a, "__module__", None), getattr(a, "__qualname__", None)) == \
-           (getattr(b, "__module__", None), getattr(b, "__qualname__", None))
+    # A notebook run defines its mixers in `__main__`; importing the exported module later registers the
+    # same qualname again. That is one definition seen twice, not a name clash.
+    qualname_a, qualname_b = getattr(a, "__qualname__", None), getattr(b, "__qualname__", None)
+    module_a, module_b = getattr(a, "__module__", None), getattr(b, "__module__", None)
+    return qualname_a == qualname_b and (module_a == module_b or "__main__" in (module_a, module_b))
 
 
 def register_mixer(name: str, *, family: str, description: str = ""):
@@ -82,6 +85,8 @@ def register_mixer(name: str, *, family: str, description: str = ""):
         old = _MIXERS.get(name)
         if old is not None and not _same_origin(old.factory, factory):
             raise ValueError(f"mixer {name!r} is already registered by {old.module}.{old.factory.__qualname__}")
+        if old is not None and old.module == "__main__" and getattr(factory, "__module__", None) != "__main__":
+            return factory  # the notebook's live definition stays the one that is built
         doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
         _MIXERS[name] = MixerEntry(name, family, factory, doc, getattr(factory, "__module__", "?"))
         return factory
