@@ -201,3 +201,12 @@ print([r["status"] for r in rows])
     assert 'href="00_settings.html"' in index and "03_ops.ipynb" in index and "<h2>Techniques</h2>" in index
     page = (tmp_path / "00_settings.html").read_text()
     assert "Lab settings" in page and "SettingsError" in page  # the executed notebook, outputs included
+
+
+def test_every_generated_package_ships():
+    import tomllib
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"vision_lab." + ".".join(p.parent.relative_to(ROOT / "vision_lab").parts)
+             for p in (ROOT / "vision_lab").rglob("__init__.py") if p.parent != ROOT / "vision_lab"}
+    missing = found - declared
+    assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml"

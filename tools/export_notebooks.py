@@ -54,6 +54,11 @@ def export_into(workdir: Path) -> None:
     (workdir / "vision_lab" / "py.typed").touch()
     for nb, folder in notebooks(workdir):
         nb_export(nb, lib_path=workdir / folder)
+    for package in sorted((workdir / "vision_lab").rglob("*")):
+        # nbdev writes nbs/<family>/*.ipynb into vision_lab/<family>/ but makes no package of the folder
+        if package.is_dir() and package.name != "__pycache__" and not (package / "__init__.py").exists():
+            (package / "__init__.py").write_text(f'"""The {package.name} family\'s technique modules '
+                                                 f'(generated from nbs/{package.name}/)."""\n')
     cwd = os.getcwd()
     try:
         os.chdir(workdir)
