@@ -1,0 +1,1 @@
+"""The conv family's technique modules (generated from nbs/conv/)."""
