@@ -85,3 +85,9 @@ def test_lab_listens_on_loopback_and_requires_token(tmp_path):
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+    # stopping `vision-lab lab` stops the server itself: nothing is left listening on the port
+    for _ in range(20):
+        if not _listening_addresses(port):
+            break
+        time.sleep(0.5)
+    assert not _listening_addresses(port), "JupyterLab outlived the `vision-lab lab` process that started it"

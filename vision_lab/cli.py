@@ -12,7 +12,6 @@ import html
 import os
 import platform
 import secrets
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -326,7 +325,8 @@ def _dispatch(args, extra: list[str]) -> int:
         # Jupyter hides a token it did not generate, so the lab prints the URL itself
         print(f"vision_lab: JupyterLab on {notebooks_dir()}\nvision_lab: open http://127.0.0.1:{port}/lab?token={token}",
               flush=True)
-        return subprocess.call(command)
+        # become the server (exec, not a child): stopping this process then stops JupyterLab, never orphans it
+        os.execv(command[0], command)
     elif args.command == "report":
         index, rows = build_report()
         failed = [r for r in rows if r["status"] != "ok"]
