@@ -4,15 +4,17 @@
 
 # %% auto #0
 __all__ = ['Settings', 'SettingsError', 'Technique', 'build_mixer', 'check_mixer_interface', 'get_settings', 'get_technique',
-           'list_mixers', 'list_techniques', 'load_settings', 'register_mixer', 'register_technique', 'use_settings']
+           'list_mixers', 'list_techniques', 'load_settings', 'register_mixer', 'register_technique', 'use_settings',
+           'reparameterize']
 
 # %% ../nbs/index.ipynb #f25197c1
 __version__ = "0.1.0"
 _all_ = ["Settings", "SettingsError", "Technique", "build_mixer", "check_mixer_interface", "get_settings",
          "get_technique", "list_mixers", "list_techniques", "load_settings", "register_mixer", "register_technique",
-         "use_settings"]
+         "use_settings", "reparameterize"]
 
 from vision_lab.registry import (  # noqa: E402
     Technique, build_mixer, check_mixer_interface, get_technique, list_mixers, list_techniques, register_mixer,
     register_technique)
 from .settings import Settings, SettingsError, get_settings, load_settings, use_settings  # noqa: E402
+from .deploy.reparameterize import reparameterize  # noqa: E402

@@ -1,0 +1,1 @@
+"""The deploy family's technique modules (generated from nbs/deploy/)."""
