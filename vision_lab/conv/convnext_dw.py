@@ -11,7 +11,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..backbone import ChannelMLP, DropPath, LayerScale
+from ..backbone import ChannelMLP, DropPath, LayerScale, _check_odd_size
 from ..ops import LayerNorm2d, depthwise_conv2d
 from ..registry import register_mixer, register_technique
 
@@ -21,9 +21,7 @@ __all__ = ['CONVNEXT_T_STAGES', 'check_odd_kernel_size', 'ConvNeXtDW', 'ConvNeXt
 # %% ../../nbs/conv/01_convnext_dw.ipynb #0f79bb4e
 def check_odd_kernel_size(value, name: str = "kernel_size") -> int:
     """`value` if it is a positive odd int (a 'same'-padded window), else ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
-        raise ValueError(f"{name}={value!r} must be a positive odd int (for 'same' padding)")
-    return value
+    return _check_odd_size(value, name, "for 'same' padding")  # the backbone's check, one rule for the lab
 
 
 @register_mixer("convnext_dw", family="conv")
