@@ -1,0 +1,1 @@
+"""The attention family's technique modules (generated from nbs/attention/)."""
