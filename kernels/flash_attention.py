@@ -391,21 +391,30 @@ def _launch_dq(q, k, v, dout, lse, delta, table, causal: bool, scale: float, blo
     return dq
 
 
+def _save_attention(ctx, q, k, v, out, lse, block_table, causal, scale, block):
+    # both attention functions keep only q, k, v, O, the LSE (and the table): P is recomputed in backward
+    ctx.save_for_backward(q, k, v, out, lse, *([] if block_table is None else [block_table]))
+    ctx.causal, ctx.scale, ctx.block = causal, scale, block
+    ctx.mark_non_differentiable(lse)
+
+
+def _saved_attention(ctx):
+    q, k, v, out, lse, *table = ctx.saved_tensors
+    return q, k, v, out, lse, (table[0] if table else None)
+
+
 class FlashAttentionFunction(torch.autograd.Function):
     """Triton forward (O, LSE) and FlashAttention-2 backward (key-major dK, dV; query-major dQ)."""
 
     @staticmethod
     def forward(ctx, q, k, v, block_table, causal, scale, block):
         out, lse = _launch_forward(q, k, v, block_table, causal, scale, block)
-        ctx.save_for_backward(q, k, v, out, lse, *([] if block_table is None else [block_table]))
-        ctx.causal, ctx.scale, ctx.block = causal, scale, block
-        ctx.mark_non_differentiable(lse)
+        _save_attention(ctx, q, k, v, out, lse, block_table, causal, scale, block)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, _dlse):
-        q, k, v, out, lse, *table = ctx.saved_tensors
-        table = table[0] if table else None
+        q, k, v, out, lse, table = _saved_attention(ctx)
         acc = _acc_types(q.dtype)[0]
         delta = (dout.to(acc) * out.to(acc)).sum(-1)  # D = rowsum(dO ∘ O), the softmax backward's row term
         dk, dv = _launch_key_major(q, k, v, lse, table, ctx.causal, ctx.scale, ctx.block, dout, delta)
@@ -543,16 +552,13 @@ class BlockwiseAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, block_table, causal, scale, block):
         out, lse = _blockwise_forward(q, k, v, block_table, causal, scale, block)
-        ctx.save_for_backward(q, k, v, out, lse, *([] if block_table is None else [block_table]))
-        ctx.causal, ctx.scale, ctx.block = causal, scale, block
-        ctx.mark_non_differentiable(lse)
+        _save_attention(ctx, q, k, v, out, lse, block_table, causal, scale, block)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, _dlse):
-        q, k, v, out, lse, *table = ctx.saved_tensors
-        grads = _blockwise_backward(q, k, v, out, lse, dout, table[0] if table else None, ctx.causal, ctx.scale,
-                                    ctx.block)
+        q, k, v, out, lse, table = _saved_attention(ctx)
+        grads = _blockwise_backward(q, k, v, out, lse, dout, table, ctx.causal, ctx.scale, ctx.block)
         return (*grads, None, None, None, None)
 
 

@@ -19,7 +19,7 @@ from einops import rearrange
 from torch import nn
 
 import vision_lab.registry as registry
-from ..backbone import DropPath
+from ..backbone import DropPath, MetaFormer
 from ..bench import _positive
 from ..registry import build_mixer, list_mixers, register_technique
 from ..settings import Settings, get_settings, seed_everything
@@ -126,17 +126,9 @@ class LabViT(nn.Module):
                                     for rate in rates)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, num_classes)
-        self.apply(self._init_weights)
+        self.apply(MetaFormer._init_weights)  # the lab's ViT init: truncated normal (std 0.02), zero biases
         if pos_embed == "learned":
             nn.init.trunc_normal_(self.position, std=0.02)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        # ViT init: truncated normal (std 0.02) weights, zero biases
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
 
     def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
         """The position embedding (C, h, w) on a token grid, interpolated from the training grid when they differ."""
