@@ -100,19 +100,27 @@ class AttentionMixer(nn.Module):
         self.record_attention = False
         self.attention_probs: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values (B, heads, H·W, d) of a (B, C, H, W) map (shared by the attention variants)."""
         tokens = rearrange(x, "b c h w -> b (h w) c")
         q, k, v = rearrange(self.qkv(tokens), "b n (three heads d) -> three b heads n d",
                             three=3, heads=self.num_heads)
+        return q, k, v
+
+    def project_out(self, mixed: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Heads (B, heads, H·W, d) merged, projected and put back on the (B, C, H, W) grid."""
+        out = self.proj(rearrange(mixed, "b heads n d -> b n (heads d)"))
+        return rearrange(out, "b (h w) c -> b c h w", h=height, w=width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.project_qkv(x)
         if self.record_attention:
             mixed, probs = attention_reference(q, k, v)
             self.attention_probs = probs.detach()
         else:
             mixed = F.scaled_dot_product_attention(q, k, v)
             self.attention_probs = None
-        out = self.proj(rearrange(mixed, "b heads n d -> b n (heads d)"))
-        return rearrange(out, "b (h w) c -> b c h w", h=height, w=width)
+        return self.project_out(mixed, *x.shape[-2:])
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}"

@@ -187,9 +187,7 @@ class BlockSparseAttention(AttentionMixer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        tokens = rearrange(x, "b c h w -> b (h w) c")
-        q, k, v = rearrange(self.qkv(tokens), "b n (three heads d) -> three b heads n d", three=3,
-                            heads=self.num_heads)
+        q, k, v = self.project_qkv(x)
         perm = token_order(height, width, self.order, self.window).to(x.device)
         mixed, mask = permuted_block_sparse_attention(q, k, v, perm, self.block, self.threshold, self.density)
         self.last_mask = mask.detach()
@@ -200,8 +198,7 @@ class BlockSparseAttention(AttentionMixer):
             self.attention_probs = scores.masked_fill(~token_mask, float("-inf")).softmax(-1).detach()
         else:
             self.attention_probs = None
-        out = self.proj(rearrange(mixed, "b heads n d -> b n (heads d)"))
-        return rearrange(out, "b (h w) c -> b c h w", h=height, w=width)
+        return self.project_out(mixed, height, width)
 
     def extra_repr(self) -> str:
         rule = f"density={self.density}" if self.density is not None else f"threshold={self.threshold or DEFAULT_THRESHOLD}"

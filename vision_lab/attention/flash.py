@@ -11,7 +11,6 @@ import math
 import ipywidgets as widgets
 import plotly.graph_objects as go
 import torch
-from einops import rearrange
 from plotly.subplots import make_subplots
 
 from .. import ops
@@ -101,13 +100,9 @@ class FlashAttentionMixer(AttentionMixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.record_attention:  # probabilities requested: the baseline's reference path
             return super().forward(x)
-        height, width = x.shape[-2:]
-        tokens = rearrange(x, "b c h w -> b (h w) c")
-        q, k, v = rearrange(self.qkv(tokens), "b n (three heads d) -> three b heads n d", three=3,
-                            heads=self.num_heads)
+        q, k, v = self.project_qkv(x)
         mixed = ops.flash_attention(q, k, v, backend=self.backend)
-        out = self.proj(rearrange(mixed, "b heads n d -> b n (heads d)"))
-        return rearrange(out, "b (h w) c -> b c h w", h=height, w=width)
+        return self.project_out(mixed, *x.shape[-2:])
 
 # %% ../../nbs/attention/01_flash.ipynb #e09607b1
 register_technique(

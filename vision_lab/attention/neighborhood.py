@@ -120,14 +120,11 @@ class NeighborhoodAttention(AttentionMixer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        tokens = rearrange(x, "b c h w -> b (h w) c")
-        q, k, v = rearrange(self.qkv(tokens), "b n (three heads d) -> three b heads n d", three=3,
-                            heads=self.num_heads)
+        q, k, v = self.project_qkv(x)
         mixed, probs = neighborhood_attention(q, k, v, (height, width), self.kernel_size, self.dilation,
                                               self.query_block, record=self.record_attention)
         self.attention_probs = None if probs is None else probs.detach()
-        out = self.proj(rearrange(mixed, "b heads n d -> b n (heads d)"))
-        return rearrange(out, "b (h w) c -> b c h w", h=height, w=width)
+        return self.project_out(mixed, height, width)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, kernel_size={self.kernel_size}, dilation={self.dilation}"
