@@ -143,21 +143,29 @@ class LabViT(nn.Module):
         """The token grid (h, w) of an H×W input."""
         return height // self.patch, width // self.patch
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last block's token grid (B, h, w, C), before the final norm."""
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens plus positions on their grid (B, h, w, C): the first block's input."""
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"x must be (B, {self.in_chans}, H, W), got "
                              f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
         if x.shape[-2] % self.patch or x.shape[-1] % self.patch:
             raise ValueError(f"x is {x.shape[-2]}×{x.shape[-1]}: H and W must be multiples of patch={self.patch}")
         embedded = self.patch_embed(x)
-        tokens = rearrange(embedded + self.position_embedding(embedded.shape[-2:]), "b c h w -> b h w c")
+        return rearrange(embedded + self.position_embedding(embedded.shape[-2:]), "b c h w -> b h w c")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's token grid (B, h, w, C), before the final norm."""
+        tokens = self.embed(x)
         for block in self.blocks:
             tokens = block(tokens)
         return tokens
 
+    def classify(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits from the last block's tokens (B, ..., C): mean over every token axis, final norm, head."""
+        return self.head(self.norm(tokens.flatten(1, -2).mean(1)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(self.forward_features(x).mean(dim=(1, 2))))
+        return self.classify(self.forward_features(x))
 
     def extra_repr(self) -> str:
         return (f"mixer={self.mixer_name!r}, dim={self.dim}, depth={self.depth}, patch={self.patch}, "

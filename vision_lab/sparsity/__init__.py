@@ -1,0 +1,1 @@
+"""The sparsity family's technique modules (generated from nbs/sparsity/)."""
