@@ -46,9 +46,9 @@ class BlockReadout:
 
 
 def block_on_tokens(block: ViTBlock, tokens: torch.Tensor, *, head_mask: torch.Tensor | None = None,
-                    column_sums: bool = False, query: torch.Tensor | None = None,
+                    column_sums: bool = False, query: torch.Tensor | None = None, head_norms: bool = False,
                     backend: str | None = None) -> tuple[torch.Tensor, BlockReadout]:
-    """One ViT block on tokens (B, n, C); optional head mask (B, h), column sums and the P row of query (B,) indices."""
+    """One ViT block on tokens (B, n, C); optional head mask (B, h), column sums, query (B,)'s P row, Σ|head out|."""
     from vision_lab.ops import flash_attention  # the kernels load on first use
 
     mixer = block.mixer
@@ -61,7 +61,7 @@ def block_on_tokens(block: ViTBlock, tokens: torch.Tensor, *, head_mask: torch.T
         row = torch.einsum("bhd,bhnd->bhn", picked, k).mul(q.shape[-1] ** -0.5).softmax(-1)
     if head_mask is not None:
         mixed = mixed * head_mask[:, :, None, None].to(mixed)
-    readout = BlockReadout(sums, row, mixed.abs().sum((-2, -1)))
+    readout = BlockReadout(sums, row, mixed.abs().sum((-2, -1)) if head_norms else None)
     out = rearrange(mixer.project_out(mixed, 1, tokens.shape[1]), "b c 1 n -> b n c")
     tokens = tokens + block.drop_path(out)
     return tokens + block.drop_path(block.mlp(block.norm2(tokens))), readout
@@ -266,13 +266,15 @@ class TokenReducedViT(nn.Module):
             query = None
             if acting and self.method == "last_token":  # the kept token that comes last in raster order
                 query = kept.argmax(-1)
-            tokens, readout = block_on_tokens(block, tokens, head_mask=head_mask if self.head_keep < 1 else None,
-                                              column_sums=wants_sums, query=query, backend=self.backend)
+            heads_pruned = self.head_keep < 1.0
+            tokens, readout = block_on_tokens(block, tokens, head_mask=head_mask if heads_pruned else None,
+                                              column_sums=wants_sums, query=query,
+                                              head_norms=acting and heads_pruned, backend=self.backend)
             if not acting:
                 continue
             if wants_sums:
                 scores = scores + readout.column_sums.sum(1)
-            if self.head_keep < 1.0:  # cascade head pruning: accumulated |head output|; pruned heads stay pruned
+            if heads_pruned:  # cascade head pruning: accumulated |head output|; pruned heads stay pruned
                 head_scores = head_scores + readout.head_norms
                 target = kept_count(model.heads, self.head_keep ** ((self.layers.index(index) + 1) / len(self.layers)))
                 ranked = head_scores.masked_fill(head_mask == 0, -1.0).topk(target, -1).indices
