@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import _disable_current_modes
 from vision_lab.kernels.depthwise_conv2d import _keep, _seconds
 from vision_lab.kernels.flash_attention import (_acc_types, _dot_precision, _n_blocks, block_mask_from_table,
                                                 block_table_from_mask)
-from vision_lab.runtime import (check_same_device, check_same_dtype, check_tensor, interpreter_active,
+from vision_lab.runtime import (check_int, check_same_device, check_same_dtype, check_tensor, interpreter_active,
                                 next_power_of_2, resolve_backend)
 
 # %% auto #0
@@ -41,8 +41,7 @@ def _check_block_size(block_size) -> int:
 
 def _check_features(**sizes) -> None:
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
+        check_int(value, name)
 
 
 def bsr_weight_blocks(weight: torch.Tensor, block_size: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 from einops import rearrange
 
-from vision_lab.runtime import (check_same_device, check_same_dtype, check_tensor, interpreter_active,
+from vision_lab.runtime import (check_positive, check_int, check_same_device, check_same_dtype, check_tensor, interpreter_active,
                                 next_power_of_2, resolve_backend)
 
 # %% auto #0
@@ -677,8 +677,7 @@ def _check_linear_args(q, k, v, decay, log_gate, causal, scale, normalize, eps, 
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
                               or not math.isfinite(scale) or scale == 0):
         raise ValueError(f"scale={scale!r} must be a finite nonzero number (None: 1/sqrt(d_k))")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps={eps!r} must be a finite positive number")
+    check_positive(eps, "eps")
     if isinstance(chunk_size, bool) or chunk_size not in LINEAR_CHUNK_SIZES:
         raise ValueError(f"chunk_size={chunk_size!r} must be a power of two in {LINEAR_CHUNK_SIZES} "
                          f"(a chunk is a tl.dot tile: at least 16 tokens)")
@@ -750,8 +749,7 @@ def chunked_linear_attention_cost(batch: int, heads: int, tokens: int, key_dim: 
     value_dim = key_dim if value_dim is None else value_dim
     for name, value in dict(batch=batch, heads=heads, tokens=tokens, key_dim=key_dim, value_dim=value_dim,
                             bytes_per_element=bytes_per_element).items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
+        check_int(value, name)
     if chunk_size not in LINEAR_CHUNK_SIZES:
         raise ValueError(f"chunk_size={chunk_size!r} must be one of {LINEAR_CHUNK_SIZES}")
     bh, n, dk, dv, e = batch * heads, tokens, key_dim, value_dim + normalize, bytes_per_element

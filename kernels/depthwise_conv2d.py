@@ -18,7 +18,7 @@ from einops import rearrange
 
 from torch.utils._python_dispatch import _disable_current_modes
 
-from vision_lab.runtime import (check_same_device, check_same_dtype, check_tensor, interpreter_active,
+from vision_lab.runtime import (check_int, check_same_device, check_same_dtype, check_tensor, interpreter_active,
                                 next_power_of_2, resolve_backend)
 
 # %% auto #0
@@ -479,8 +479,7 @@ def _check_depthwise_args(x, weight, bias, dilation) -> None:
         check_tensor(bias, "bias", ndim=1, shape=(channels,))
     check_same_device(x=x, weight=weight, bias=bias)
     check_same_dtype(x=x, weight=weight)
-    if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
-        raise ValueError(f"dilation={dilation!r} must be an integer ≥ 1")
+    check_int(dilation, "dilation")
 
 
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,

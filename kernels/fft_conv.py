@@ -17,7 +17,7 @@ import triton.language as tl
 from einops import rearrange
 
 from vision_lab.kernels.depthwise_conv2d import _smooth_size
-from vision_lab.runtime import check_same_device, check_same_dtype, check_tensor, next_power_of_2, resolve_backend
+from vision_lab.runtime import check_fraction, check_int, check_same_device, check_same_dtype, check_tensor, next_power_of_2, resolve_backend
 
 # %% auto #0
 __all__ = ['FFT_CONV_PADDINGS', 'FFT_CONV_MAX_AXIS', 'FFT_CONV_MAX_ON_CHIP', 'FFT_CONV_FREQUENCY_BLOCK',
@@ -386,8 +386,7 @@ def monarch_twiddles(n1: int, n2: int, *, dtype: torch.dtype = torch.float64,
 
 def monarch_factors(n: int, max_factor: int = 64) -> tuple[int, ...]:
     """Balanced factors (N1, N2, …) of n, each ≤ max_factor where n's primes allow (a larger prime stands alone)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n={n!r} must be a positive integer")
+    check_int(n, "n")
     primes, m, p = [], n, 2
     while p * p <= m:
         while m % p == 0:
@@ -837,12 +836,10 @@ def fft_conv_cost(batch: int, channels: int, signal, kernel=None, *, padding: st
     signal = (signal,) if isinstance(signal, int) else tuple(signal)
     kernel = signal if kernel is None else ((kernel,) if isinstance(kernel, int) else tuple(kernel))
     for name, value in dict(batch=batch, channels=channels, bytes_per_element=bytes_per_element).items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
+        check_int(value, name)
     if len(signal) not in (1, 2) or len(kernel) != len(signal) or min(signal + kernel) < 1:
         raise ValueError(f"signal={signal} and kernel={kernel} must be positive sizes of one rank (1 or 2)")
-    if not 0 < kept_fraction <= 1:
-        raise ValueError(f"kept_fraction={kept_fraction!r} must lie in (0, 1]")
+    check_fraction(kept_fraction, "kept_fraction")
     padding = padding or _default_padding(len(signal))
     grid = fft_conv_spectrum_shape(signal, kernel, padding)
     rank, points, e = len(grid), math.prod(grid), bytes_per_element

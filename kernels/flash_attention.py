@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from einops import rearrange
 
-from vision_lab.runtime import check_same_device, check_same_dtype, check_tensor, next_power_of_2, resolve_backend
+from vision_lab.runtime import check_fraction, check_same_device, check_same_dtype, check_tensor, next_power_of_2, resolve_backend
 
 # %% auto #0
 __all__ = ['FLASH_BLOCK_SIZE', 'FLASH_BLOCK_SIZES', 'FLASH_HEAD_DIMS', 'block_table_from_mask', 'block_mask_from_table',
@@ -728,8 +728,7 @@ def flash_attention_cost(batch: int, heads: int, tokens: int, head_dim: int, *, 
     """Modeled FLOPs and bytes of attention forward/backward, fused (flash) and unfused (S, P materialised)."""
     from vision_lab.bench import attention_cost  # the lab's attention model (imported here: it pulls in pandas)
     kv_tokens = tokens if kv_tokens is None else kv_tokens
-    if not 0 < density <= 1:
-        raise ValueError(f"density={density!r} must be in (0, 1]")
+    check_fraction(density, "density")
     fused = attention_cost(batch, heads, tokens, head_dim, kv_tokens, bytes_per_element=bytes_per_element)
     pairs_full = batch * heads * tokens * kv_tokens
     causal_pairs = sum(min(i + 1, kv_tokens) for i in range(tokens)) * batch * heads

@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 from torch import nn
 
-from vision_lab.runtime import (check_contiguous, check_same_device, check_tensor, interpreter_active,
+from vision_lab.runtime import (check_positive, check_contiguous, check_same_device, check_tensor, interpreter_active,
                                 next_power_of_2, resolve_backend)
 
 # %% auto #0
@@ -172,8 +172,7 @@ def layer_norm_2d(x: torch.Tensor, weight: torch.Tensor | None = None, bias: tor
     if bias is not None:
         check_tensor(bias, "bias", ndim=1, shape=(channels,))
     check_same_device(x=x, weight=weight, bias=bias)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"eps={eps!r} must be a positive number")
+    check_positive(eps, "eps")
     path = resolve_backend(x, backend=backend)
     if path == "torch":
         return layer_norm_2d_torch(x, weight, bias, float(eps))

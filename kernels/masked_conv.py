@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from vision_lab.kernels.flash_attention import _acc_types, _dot_precision
-from vision_lab.runtime import (check_same_device, check_same_dtype, check_tensor, interpreter_active,
+from vision_lab.runtime import (check_int, check_same_device, check_same_dtype, check_tensor, interpreter_active,
                                 next_power_of_2, resolve_backend)
 
 # %% auto #0
@@ -393,13 +393,6 @@ class MaskedConv2dFunction(torch.autograd.Function):
         return dx, dw, db, None, None, None, None
 
 # %% ../nbs/kernels/10_masked_conv.ipynb #26a95b59
-def _check_int(value, name: str, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f"≥ {low}"
-        raise ValueError(f"{name}={value!r} must be an integer {bound}")
-    return value
-
-
 def _check_mask(mask, x: torch.Tensor, name: str = "mask") -> torch.Tensor:
     check_tensor(mask, name, ndim=4, dtypes=None)
     batch, _, height, width = x.shape
@@ -430,8 +423,8 @@ def _check_masked_conv_args(x, weight, bias, mask, stride, padding, tile) -> tup
     check_same_device(x=x, weight=weight, bias=bias)
     check_same_dtype(x=x, weight=weight, bias=bias)
     mask = _check_mask(mask, x) if mask is not None else torch.ones_like(x[:, :1], dtype=torch.bool)
-    _check_int(stride, "stride", 1)
-    padding = k // 2 if padding is None else _check_int(padding, "padding", 0, k // 2)
+    check_int(stride, "stride", 1)
+    padding = k // 2 if padding is None else check_int(padding, "padding", 0, k // 2)
     if min(x.shape[-2:]) + 2 * padding < k:
         raise ValueError(f"x is {x.shape[-2]}×{x.shape[-1]}: too small for a {k}×{k} window with padding {padding}")
     if tile is not None and tile not in MASKED_CONV_TILES:
@@ -579,10 +572,9 @@ class MaskedConv2d(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  padding: int | None = None, groups: int = 1, bias: bool = True):
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size={kernel_size!r} must be an odd positive integer")
-        padding = kernel_size // 2 if padding is None else _check_int(padding, "padding", 0, kernel_size // 2)
-        super().__init__(in_channels, out_channels, kernel_size, stride=_check_int(stride, "stride", 1),
+        check_int(kernel_size, "kernel_size", odd=True)
+        padding = kernel_size // 2 if padding is None else check_int(padding, "padding", 0, kernel_size // 2)
+        super().__init__(in_channels, out_channels, kernel_size, stride=check_int(stride, "stride", 1),
                          padding=padding, groups=groups, bias=bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, *, backend: str | None = None

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 from einops import rearrange
 
-from vision_lab.runtime import (check_same_device, check_same_dtype, check_tensor, interpreter_active,
+from vision_lab.runtime import (check_int, check_same_device, check_same_dtype, check_tensor, interpreter_active,
                                 next_power_of_2, resolve_backend)
 
 # %% auto #0
@@ -29,8 +29,7 @@ NM_MAX_M = 256  # an index inside a group must fit one byte
 
 def _check_nm(n, m) -> None:
     for name, value in (("n", n), ("m", m)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive int")
+        check_int(value, name)
     if n > m:
         raise ValueError(f"n={n} must be ≤ m={m}: N:M keeps n weights of every group of m")
     if m > NM_MAX_M:
@@ -124,8 +123,7 @@ def nm_pack(weight: torch.Tensor, n: int, m: int, *, backend: str | None = None)
 
 def _check_packed(values, indices, n: int, m: int, in_features: int) -> None:
     _check_nm(n, m)
-    if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
-        raise ValueError(f"in_features={in_features!r} must be a positive int")
+    check_int(in_features, "in_features")
     if in_features % m:
         raise ValueError(f"in_features={in_features} is not a multiple of m={m}")
     check_tensor(values, "values", ndim=2)

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 from einops import rearrange
 
-from vision_lab.runtime import check_same_device, check_same_dtype, check_tensor, next_power_of_2, resolve_backend
+from vision_lab.runtime import check_int, check_same_device, check_same_dtype, check_tensor, next_power_of_2, resolve_backend
 
 # %% auto #0
 __all__ = ['CPU_SCAN_BLOCK_ELEMENTS', 'CPU_SCAN_SMALL_STEP', 'SCAN_CHUNK_SIZES', 'MAX_SCAN_STATE', 'selective_scan_reference',
@@ -200,8 +200,7 @@ def selective_scan_chunked(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     """The selective scan in chunks of T tokens in PyTorch (the CPU path): ≈ 2√L sequential steps, autograd native."""
     _check_scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, return_last_state)
     chunk = default_scan_chunk(u.shape[-1]) if chunk_size is None else chunk_size
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer (None: ≈ √L)")
+    check_int(chunk, "chunk_size", hint="None: ≈ √L")
     log_decay, inputs, C_ = _discretized(u, delta, A, B, C, delta_bias, delta_softplus, order)
     states, last = _chunked_states(log_decay, inputs, chunk)
     y = _finish((states * C_).sum(-1), u, D, z, order, u.dtype)
@@ -338,8 +337,7 @@ def selective_scan_torch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
                                       order=order, return_last_state=return_last_state, chunk_size=chunk_size)
     compute = _compute_dtype(u.dtype)
     chunk = cpu_scan_chunk(u.shape[0], u.shape[1], A.shape[1], u.shape[2]) if chunk_size is None else chunk_size
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer (None: cpu_scan_chunk's choice)")
+    check_int(chunk, "chunk_size", hint="None: cpu_scan_chunk's choice")
     dt = _step_sizes(_in_scan_order(delta, order), delta_bias, delta_softplus, compute)
     y_scan, last = SelectiveScanCPUFunction.apply(dt, A.to(compute), _in_scan_order(u, order).to(compute),
                                                   _in_scan_order(B, order).to(compute),
@@ -743,8 +741,7 @@ def ssm_convolution_kernel(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor
         check_tensor(t, name, shape=(delta.shape[0], None))
     if B.shape != A.shape or C.shape != A.shape:
         raise ValueError(f"A {tuple(A.shape)}, B {tuple(B.shape)} and C {tuple(C.shape)} must all be (D, N)")
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length={length!r} must be a positive integer")
+    check_int(length, "length")
     steps = torch.arange(length, device=A.device, dtype=A.dtype)
     powers = torch.exp(delta[:, None, None] * A[:, :, None] * steps)  # Ā^k = exp(kΔA) (D, N, L)
     return torch.einsum("dn,dnk->dk", C * delta[:, None] * B, powers)
@@ -757,8 +754,7 @@ def selective_scan_cost(batch: int, dim: int, length: int, state: int, *, input_
     """Modeled FLOPs and bytes of the fused scan (Triton, forward and backward) vs the unfused PyTorch form."""
     for name, value in dict(batch=batch, dim=dim, length=length, state=state, bytes_per_element=bytes_per_element,
                             chunk_size=chunk_size, block_d=block_d).items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
+        check_int(value, name)
     e, f32 = bytes_per_element, 4
     elements, tokens = batch * dim * length * state, batch * dim * length
     per_token = 1 + 3 * softplus + bias + 2 * skip + 5 * gate

@@ -14,6 +14,7 @@ from torch import nn
 
 from .ops import LayerNorm2d
 from .registry import build_mixer, register_mixer, register_technique
+from .runtime import check_int
 
 # %% auto #0
 __all__ = ['BACKBONE_PRESETS', 'IdentityMixer', 'PoolMixer', 'DepthwiseConvMixer', 'attention_reference', 'AttentionMixer',
@@ -33,20 +34,13 @@ class IdentityMixer(nn.Module):
         return x
 
 
-def _check_odd_size(value, name: str, why: str) -> int:
-    """Raise ValueError naming `name` unless `value` is a positive odd int."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
-        raise ValueError(f"{name}={value!r} must be a positive odd int ({why})")
-    return value
-
-
 @register_mixer("pool", family="baseline")
 class PoolMixer(nn.Module):
     """PoolFormer token mixer: 3×3 average pooling (over existing pixels) minus the input."""
 
     def __init__(self, dim: int, pool_size: int = 3):
         super().__init__()
-        _check_odd_size(pool_size, "pool_size", "so the grid keeps its size")
+        check_int(pool_size, "pool_size", odd=True, hint="so the grid keeps its size")
         self.dim = dim
         self.pool = nn.AvgPool2d(pool_size, stride=1, padding=pool_size // 2, count_include_pad=False)
 
@@ -61,7 +55,7 @@ class DepthwiseConvMixer(nn.Module):
 
     def __init__(self, dim: int, kernel_size: int = 7):
         super().__init__()
-        _check_odd_size(kernel_size, "kernel_size", "for 'same' padding")
+        check_int(kernel_size, "kernel_size", odd=True, hint="for 'same' padding")
         self.dim = dim
         self.kernel_size = kernel_size
         self.conv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=True)
@@ -92,8 +86,8 @@ class AttentionMixer(nn.Module):
     def __init__(self, dim: int, num_heads: int | None = None, qkv_bias: bool = False):
         super().__init__()
         heads = _default_heads(dim) if num_heads is None else num_heads
-        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or dim % heads:
-            raise ValueError(f"num_heads={num_heads!r} must be a positive int dividing dim={dim}")
+        if dim % check_int(heads, "num_heads"):
+            raise ValueError(f"num_heads={num_heads!r} must divide dim={dim}")
         self.dim, self.num_heads, self.head_dim = dim, heads, dim // heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -227,9 +221,9 @@ class MetaFormerStage(nn.Module):
 # %% ../nbs/07_backbone.ipynb #34f18888
 def _positive_ints(value, name: str) -> tuple[int, ...]:
     values = tuple(value) if isinstance(value, (list, tuple)) else None
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+    if not values:
         raise ValueError(f"{name}={value!r} must be a non-empty list of positive ints")
-    return values
+    return tuple(check_int(v, name, hint="each entry") for v in values)
 
 
 def _stage_mixer_specs(mixer: str, mixer_kwargs: dict | None, stage_mixers, n_stages: int) -> list[tuple[str, dict]]:

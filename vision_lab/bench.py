@@ -26,7 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
-from .runtime import resolve_device
+from .runtime import check_positive, check_int, resolve_device
 from .settings import get_settings, results_path
 
 # %% auto #0
@@ -123,12 +123,6 @@ def _pair(value, name: str) -> tuple[int, int]:
     return pair
 
 
-def _positive(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive int")
-    return value
-
-
 def arithmetic_intensity(flops: float, bytes_moved: float) -> float:
     """FLOPs per byte moved."""
     if not bytes_moved > 0:
@@ -156,7 +150,7 @@ def conv2d_cost(batch: int, in_channels: int, out_channels: int, height: int, wi
     """Analytic FLOPs (2·MAC), minimum bytes and intensity of a 2-d convolution forward; also its output shape."""
     for name, value in dict(batch=batch, in_channels=in_channels, out_channels=out_channels, height=height,
                             width=width, groups=groups, bytes_per_element=bytes_per_element).items():
-        _positive(name, value)
+        check_int(value, name)
     if in_channels % groups or out_channels % groups:
         raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
     (kh, kw), (sh, sw) = _pair(kernel_size, "kernel_size"), _pair(stride, "stride")
@@ -174,7 +168,7 @@ def linear_cost(tokens: int, in_features: int, out_features: int, bias: bool = T
     """Analytic FLOPs, minimum bytes and intensity of a linear layer applied to `tokens` vectors."""
     for name, value in dict(tokens=tokens, in_features=in_features, out_features=out_features,
                             bytes_per_element=bytes_per_element).items():
-        _positive(name, value)
+        check_int(value, name)
     elements = tokens * in_features + in_features * out_features + (out_features if bias else 0) \
         + tokens * out_features
     return _cost(2 * tokens * in_features * out_features, elements * bytes_per_element)
@@ -194,7 +188,7 @@ def attention_cost(batch: int, heads: int, tokens: int, head_dim: int, kv_tokens
     value_dim = head_dim if value_dim is None else value_dim
     for name, value in dict(batch=batch, heads=heads, tokens=tokens, head_dim=head_dim, kv_tokens=kv_tokens,
                             value_dim=value_dim, bytes_per_element=bytes_per_element).items():
-        _positive(name, value)
+        check_int(value, name)
     bh = batch * heads
     elements = bh * (tokens * head_dim + kv_tokens * head_dim + kv_tokens * value_dim + tokens * value_dim)
     if materialized:  # scores written + read by softmax, probabilities written + read by P·V
@@ -206,7 +200,7 @@ def attention_cost(batch: int, heads: int, tokens: int, head_dim: int, kv_tokens
 def elementwise_cost(numel: int, reads: int = 1, writes: int = 1, flops_per_element: int = 1,
                      bytes_per_element: int = 4) -> dict:
     """FLOPs, minimum bytes and intensity of an elementwise op reading `reads` and writing `writes` tensors."""
-    _positive("numel", numel), _positive("bytes_per_element", bytes_per_element)
+    check_int(numel, "numel"), check_int(bytes_per_element, "bytes_per_element")
     if reads < 0 or writes < 0 or reads + writes == 0:
         raise ValueError(f"reads={reads!r}, writes={writes!r}: an op moves at least one tensor")
     return _cost(flops_per_element * numel, (reads + writes) * numel * bytes_per_element)
@@ -491,10 +485,9 @@ def time_fn(fn, *args, min_run_time: float | None = None, threads: int | None = 
     """Wall time of fn(*args) (forward under no_grad, or forward + backward): dict(median_ms, iqr_ms, threads, runs, …)."""
     fn = _as_callable(fn, "fn")
     min_run_time = default_min_run_time() if min_run_time is None else min_run_time
-    if isinstance(min_run_time, bool) or not isinstance(min_run_time, (int, float)) or not min_run_time > 0:
-        raise ValueError(f"min_run_time={min_run_time!r} must be a positive number of seconds")
+    check_positive(min_run_time, "min_run_time", hint="seconds")
     threads = torch.get_num_threads() if threads is None else threads
-    _positive("threads", threads)
+    check_int(threads, "threads")
     if backward:
         step = _backward_call(fn, args)[0]
     else:
@@ -557,7 +550,7 @@ def calibrate_roofline(quick: bool | None = None, *, device: str | torch.device 
     """The roof of this machine — fp32 matmul GFLOP/s and copy GB/s — measured or read from its per-host cache."""
     quick = get_settings().quick if quick is None else bool(quick)
     resolved = resolve_device(device)
-    threads = torch.get_num_threads() if threads is None else _positive("threads", threads)
+    threads = torch.get_num_threads() if threads is None else check_int(threads, "threads")
     path, key = _roofline_file(), _roofline_key(resolved, threads)
     cache = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     cached = cache.get(key)

@@ -23,6 +23,7 @@ from einops import rearrange
 from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset
 
+from .runtime import check_int
 from .settings import data_path, get_settings
 
 # %% auto #0
@@ -108,9 +109,7 @@ def _square_resize(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _check_size(size, name: str = "size", low: int = 1) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < low:
-        raise ValueError(f"{name}={size!r} must be an integer >= {low}")
-    return int(size)
+    return check_int(size, name, low)
 
 
 def _normalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:

@@ -16,6 +16,7 @@ from IPython.display import display
 from torch import nn
 
 from .registry import build_mixer, list_mixers
+from .runtime import check_int
 from .settings import get_settings
 from .viz import (attention_query_map, attention_rollout, capture_attention, effective_receptive_field,
                             erf_figure, grid_shape, overlay_figure)
@@ -45,8 +46,7 @@ class MixerStack(nn.Module):
     def __init__(self, name: str, dim: int = 16, depth: int = 2, residual: bool = True, in_chans: int = 3,
                  **mixer_kwargs):
         super().__init__()
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth={depth!r} must be a positive int")
+        check_int(depth, "depth")
         self.stem = nn.Conv2d(in_chans, dim, 1)
         self.mixers = nn.ModuleList(build_mixer(name, dim, **mixer_kwargs) for _ in range(depth))
         self.residual = residual

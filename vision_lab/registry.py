@@ -15,6 +15,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .runtime import check_int
+
 # %% auto #0
 __all__ = ['FAMILIES', 'README_BEGIN', 'README_END', 'UnknownNameError', 'MixerEntry', 'Technique', 'register_mixer',
            'register_technique', 'load_all', 'list_mixers', 'list_techniques', 'get_technique', 'build_mixer',
@@ -153,8 +155,7 @@ def build_mixer(name: str, dim: int, **kw) -> nn.Module:
         load_all()
     if name not in _MIXERS:
         raise _unknown("mixer", name, _MIXERS)
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim={dim!r} must be a positive int (the channel count C)")
+    check_int(dim, "dim", hint="the channel count C")
     module = _MIXERS[name].factory(dim, **kw)
     if not isinstance(module, nn.Module):
         raise TypeError(f"mixer {name!r} factory returned {type(module).__name__}, not an nn.Module")

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import importlib.util
+import math
+import numbers
 import os
 import sys
 from typing import Iterable
@@ -17,7 +19,7 @@ from .settings import CHOICES, SettingsError, get_settings
 # %% auto #0
 __all__ = ['FLOAT_DTYPES', 'resolve_device', 'triton_available', 'interpreter_requested', 'kernels_imported',
            'interpreter_active', 'prepare_triton', 'resolve_backend', 'check_tensor', 'check_same_device',
-           'check_same_dtype', 'check_contiguous', 'next_power_of_2']
+           'check_same_dtype', 'check_contiguous', 'check_int', 'check_fraction', 'check_positive', 'next_power_of_2']
 
 # %% ../nbs/03_runtime.ipynb #b49a5b04
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -140,6 +142,33 @@ def check_contiguous(t: torch.Tensor, name: str, memory_formats=(torch.contiguou
     names = " or ".join(str(f).replace("torch.", "") for f in memory_formats)
     raise ValueError(f"{name} must be dense in {names} (strides {tuple(t.stride())} for shape {tuple(t.shape)}); "
                      f"call .contiguous() first")
+
+
+def check_int(value, name: str, low: int = 1, high: int | None = None, *, odd: bool = False, hint: str = "") -> int:
+    """`value` as an int if it is an integer in [low, high] (odd if asked; a bool is not one), else ValueError naming `name`."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low
+            or (high is not None and value > high) or (odd and value % 2 == 0)):
+        kind = "odd int" if odd else "int"
+        if high is not None:
+            want = f"an {kind} in [{low}, {high}]"
+        else:
+            want = {1: f"a positive {kind}", 0: f"a non-negative {kind}"}.get(low, f"an {kind} ≥ {low}")
+        raise ValueError(f"{name}={value!r} must be {want}" + (f" ({hint})" if hint else ""))
+    return int(value)
+
+
+def check_fraction(value, name: str, hint: str = "") -> float:
+    """`value` as a float if it is a real number in (0, 1] (a bool is not one), else ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
+        raise ValueError(f"{name}={value!r} must be a number in (0, 1]" + (f" ({hint})" if hint else ""))
+    return float(value)
+
+
+def check_positive(value, name: str, hint: str = "") -> float:
+    """`value` as a float if it is a finite real number > 0 (a bool is not one), else ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}={value!r} must be a finite positive number" + (f" ({hint})" if hint else ""))
+    return float(value)
 
 
 def next_power_of_2(n: int) -> int:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
-from .runtime import resolve_device
+from .runtime import check_int, resolve_device
 from .settings import get_settings, results_path, seed_everything
 
 # %% auto #0
@@ -177,8 +177,7 @@ def train(model: nn.Module, train_ds: Dataset, test_ds: Dataset | None = None, s
           device: str | torch.device | None = None, progress: bool = True) -> dict:
     """Train `model` for `steps` AdamW steps (warmup + cosine); returns the history (train/eval DataFrames, final metrics)."""
     for value, name in ((steps, "steps"), (batch_size, "batch_size")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive int")
+        check_int(value, name)
     if batch_size > len(train_ds):
         raise ValueError(f"batch_size={batch_size} is larger than the training set ({len(train_ds)} samples)")
     if not lr > 0:

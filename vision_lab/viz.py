@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 from torch import nn
 from tqdm.auto import tqdm
 
+from .runtime import check_int, check_fraction
 from .settings import get_settings
 
 # %% auto #0
@@ -290,8 +291,7 @@ def erf_area_ratios(erf_map: torch.Tensor, thresholds: Sequence[float] = DEFAULT
     if erf_map.dim() != 2:
         raise ValueError(f"erf_map must be 2-D (H, W), got shape {tuple(erf_map.shape)}")
     for t in thresholds:
-        if not 0 < t <= 1:
-            raise ValueError(f"thresholds must lie in (0, 1], got {t}")
+        check_fraction(t, "thresholds")
     return {float(t): centred_square(erf_map, t, log_scale)[1] for t in thresholds}
 
 # %% ../nbs/05_viz.ipynb #7532f17f
@@ -625,8 +625,7 @@ def mixer_jacobian(module: nn.Module, dim: int, height: int, width: int, x: torc
                    seed: int | None = None) -> torch.Tensor:
     """The Jacobian (C, N, C, N) of `module` at x (1, dim, H, W) (default: seeded standard normal)."""
     for name, value in (("dim", dim), ("height", height), ("width", width)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive int")
+        check_int(value, name)
     if dim * height * width > MAX_MIXER_MATRIX:
         raise ValueError(f"dim·height·width = {dim * height * width} > {MAX_MIXER_MATRIX}: use a smaller grid or dim")
     parameter = next(module.parameters(), None)

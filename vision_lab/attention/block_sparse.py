@@ -14,6 +14,7 @@ from einops import rearrange
 from torch import nn
 
 from ..registry import register_mixer, register_technique
+from ..runtime import check_fraction, check_int
 
 # %% auto #0
 __all__ = ['TOKEN_ORDERS', 'DEFAULT_THRESHOLD', 'hilbert_index', 'token_order', 'inverse_permutation', 'pooled_block_scores',
@@ -51,8 +52,7 @@ def hilbert_index(rows: torch.Tensor, cols: torch.Tensor, side: int) -> torch.Te
 def token_order(height: int, width: int, order: str, window: int = 4) -> torch.Tensor:
     """Permutation π (N,) of the raster tokens of an H×W grid for `order` in TOKEN_ORDERS."""
     for name, value in (("height", height), ("width", width), ("window", window)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
+        check_int(value, name)
     if order not in TOKEN_ORDERS:
         raise ValueError(f"order={order!r} is not one of {', '.join(TOKEN_ORDERS)}")
     rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
@@ -110,12 +110,10 @@ def select_blocks(scores: torch.Tensor, threshold: float | None = None, density:
     # the diagonal block ranks first (scores are ≤ 1), so every query keeps its own block within the budget
     order = (scores + 2.0 * diagonal).argsort(-1, descending=True)
     if density is not None:
-        if not 0 < density <= 1:
-            raise ValueError(f"density={density!r} must be in (0, 1]")
+        check_fraction(density, "density")
         keep_count = torch.full(scores.shape[:-1], max(1, round(density * blocks)), device=scores.device)
     else:
-        if not 0 < threshold <= 1:
-            raise ValueError(f"threshold={threshold!r} must be in (0, 1]")
+        check_fraction(threshold, "threshold")
         mass = scores.gather(-1, order).cumsum(-1)
         # the smallest prefix whose mass reaches the threshold (1e-6 slack for a sum of ones in fp32)
         keep_count = (mass < threshold - 1e-6).sum(-1) + 1
@@ -179,8 +177,7 @@ class BlockSparseAttention(AttentionMixer):
         super().__init__(dim, num_heads, qkv_bias)
         if order not in TOKEN_ORDERS:
             raise ValueError(f"order={order!r} is not one of {', '.join(TOKEN_ORDERS)}")
-        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-            raise ValueError(f"block={block!r} must be a positive integer")
+        check_int(block, "block")
         select_blocks(torch.ones(1, 1), threshold=threshold, density=density)  # validates the pair early
         self.order, self.block, self.threshold, self.density, self.window = order, block, threshold, density, window
         self.last_mask: torch.Tensor | None = None

@@ -17,6 +17,7 @@ from .. import ops
 from ..backbone import AttentionMixer
 from ..explorers import _Explorer  # the lab's slider → figure plumbing (Output state, no capture)
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['online_softmax_trace', 'OnlineSoftmaxExplorer', 'FlashAttentionMixer']
@@ -27,8 +28,7 @@ def online_softmax_trace(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bloc
     """The flash loop for one query row q (d,) over k, v (N, d): running max, normaliser, LSE, output per key tile."""
     if q.dim() != 1 or k.dim() != 2 or v.shape != k.shape or k.shape[-1] != q.shape[0]:
         raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} must be (d,), (N, d), (N, d)")
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size={block_size!r} must be a positive int")
+    check_int(block_size, "block_size")
     scale = q.shape[0] ** -0.5 if scale is None else scale
     scores = (k @ q) * scale
     state = (scores.new_tensor(float("-inf")), scores.new_tensor(0.0), v.new_zeros(v.shape[-1]))

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..backbone import AttentionMixer
 from ..registry import register_mixer, register_technique
+from ..runtime import check_positive, check_int
 
 # %% auto #0
 __all__ = ['GLMix', 'glmix_flops']
@@ -34,8 +35,7 @@ class GLMix(nn.Module):
                 or (local_kernel and local_kernel % 2 == 0):
             raise ValueError(f"local_kernel={local_kernel!r} must be 0 (no local branch) or a positive odd int")
         tau = dim ** -0.5 if tau_init is None else tau_init
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0:
-            raise ValueError(f"tau_init={tau_init!r} must be a positive number (the logit scale)")
+        check_positive(tau, "tau_init", hint="the logit scale")
         self.dim, self.num_slots, self.slot_side, self.local_kernel = dim, num_slots, side, local_kernel
         tau = torch.tensor(float(tau))
         if learnable_tau:
@@ -81,8 +81,7 @@ class GLMix(nn.Module):
 def glmix_flops(batch: int, dim: int, height: int, width: int, num_slots: int = 64, local_kernel: int = 5) -> dict:
     """Forward FLOPs (2·MAC) of GLMix on (batch, dim, height, width): dict(global_, local, total)."""
     for name, value in dict(batch=batch, dim=dim, height=height, width=width, num_slots=num_slots).items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive int")
+        check_int(value, name)
     tokens = height * width
     global_ = 6 * num_slots * tokens * dim + 8 * num_slots * dim * dim + 4 * num_slots * num_slots * dim
     local = 4 * tokens * dim * dim + 2 * tokens * dim * local_kernel ** 2 if local_kernel else 0

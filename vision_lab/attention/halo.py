@@ -14,26 +14,20 @@ from einops import rearrange, repeat
 from .window import (_local_attention, local_to_dense, window_grid, window_partition,
                                          window_reverse, window_token_index)
 from ..backbone import AttentionMixer
-from ..bench import _positive, attention_flops
+from ..bench import attention_flops
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['halo_regions', 'halo_key_index', 'HaloAttention', 'halo_attention_flops']
 
 # %% ../../nbs/attention/04_halo.ipynb #9099fb45
-def _check_non_negative_int(value, name: str) -> int:
-    """`value` if it is an int ≥ 0, else ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}={value!r} must be an int ≥ 0")
-    return value
-
-
 def halo_regions(x: torch.Tensor, block: int, halo: int, value: float = 0.0) -> torch.Tensor:
     """(B, C, H, W) → (B, n_blocks, (b+2h)², C): each b×b block's haloed neighbourhood, padded with `value`."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must be a (B, C, H, W) tensor, got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    block, halo = _positive("block", block), _check_non_negative_int(halo, "halo")
+    block, halo = check_int(block, "block"), check_int(halo, "halo", low=0)
     pad_h, pad_w = -x.shape[-2] % block, -x.shape[-1] % block
     padded = F.pad(x, (halo, halo + pad_w, halo, halo + pad_h), value=value)
     side = block + 2 * halo
@@ -54,8 +48,8 @@ class HaloAttention(AttentionMixer):
     def __init__(self, dim: int, block_size: int = 4, halo_size: int = 2, num_heads: int | None = None,
                  qkv_bias: bool = False):
         super().__init__(dim, num_heads, qkv_bias)
-        self.block_size = _positive("block_size", block_size)
-        self.halo_size = _check_non_negative_int(halo_size, "halo_size")
+        self.block_size = check_int(block_size, "block_size")
+        self.halo_size = check_int(halo_size, "halo_size", low=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape

@@ -13,9 +13,10 @@ from einops import rearrange, repeat
 
 from .window import (_local_attention, local_to_dense, window_partition, window_reverse,
                                          window_token_index)
-from ..backbone import AttentionMixer, _check_odd_size
-from ..bench import _positive, attention_flops
+from ..backbone import AttentionMixer
+from ..bench import attention_flops
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['neighborhood_window', 'neighborhood_mask', 'neighborhood_plan', 'neighborhood_attention', 'NeighborhoodAttention',
@@ -24,9 +25,9 @@ __all__ = ['neighborhood_window', 'neighborhood_mask', 'neighborhood_plan', 'nei
 # %% ../../nbs/attention/05_neighborhood.ipynb #d7aa77b4
 def neighborhood_window(length: int, kernel_size: int, dilation: int = 1) -> torch.Tensor:
     """(length, k) key positions of each position's clamped (dilated) window along one axis; −1 pads short classes."""
-    length = _positive("length", length)
-    kernel_size = _check_odd_size(kernel_size, "kernel_size", "the window is centred on its query")
-    dilation = _positive("dilation", dilation)
+    length = check_int(length, "length")
+    kernel_size = check_int(kernel_size, "kernel_size", odd=True, hint="the window is centred on its query")
+    dilation = check_int(dilation, "dilation")
     positions = torch.arange(length)
     group, rank = positions % dilation, positions // dilation
     group_length = (length - group + dilation - 1) // dilation
@@ -71,7 +72,7 @@ def _axis_plan(length: int, kernel_size: int, dilation: int, block: int) -> tupl
 def neighborhood_plan(height: int, width: int, kernel_size: int, dilation: int = 1,
                       block: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """Tiled plan on an H×W grid: key raster index (tiles, S) of each b×b query tile, allowed (tiles, b², S)."""
-    block = _positive("query_block", block)
+    block = check_int(block, "query_block")
     rows, allowed_rows = _axis_plan(height, kernel_size, dilation, block)
     cols, allowed_cols = _axis_plan(width, kernel_size, dilation, block)
     key_index = rearrange(rows[:, None, :, None] * width + cols[None, :, None, :], "ty tx ry rx -> (ty tx) (ry rx)")
@@ -114,9 +115,9 @@ class NeighborhoodAttention(AttentionMixer):
     def __init__(self, dim: int, kernel_size: int = 7, dilation: int = 1, num_heads: int | None = None,
                  qkv_bias: bool = False, query_block: int = 4):
         super().__init__(dim, num_heads, qkv_bias)
-        self.kernel_size = _check_odd_size(kernel_size, "kernel_size", "the window is centred on its query")
-        self.dilation = _positive("dilation", dilation)
-        self.query_block = _positive("query_block", query_block)
+        self.kernel_size = check_int(kernel_size, "kernel_size", odd=True, hint="the window is centred on its query")
+        self.dilation = check_int(dilation, "dilation")
+        self.query_block = check_int(query_block, "query_block")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]

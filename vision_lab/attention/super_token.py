@@ -15,24 +15,19 @@ from torch import nn
 
 from ..backbone import AttentionMixer
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['SuperTokens', 'associate', 'weighted_means', 'upsample', 'super_token_sampling', 'association_matrix', 'superpixels',
            'SuperTokenAttention', 'super_token_flops']
 
 # %% ../../nbs/attention/07_super_token.ipynb #de8e5141
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive int")
-    return value
-
-
 def _check_size(value, name: str = "stoken_size") -> tuple[int, int]:
     """An int or a pair of ints ≥ 1, as (h, w)."""
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+    if len(pair) != 2:
         raise ValueError(f"{name}={value!r} must be a positive int or a pair of positive ints (h, w)")
-    return pair
+    return tuple(check_int(v, name, hint="or a pair (h, w) of them") for v in pair)
 
 
 @dataclasses.dataclass
@@ -97,7 +92,7 @@ def upsample(stokens: torch.Tensor, association: torch.Tensor) -> torch.Tensor:
 def super_token_sampling(x: torch.Tensor, stoken_size=4, n_iter: int = 1, scale: float | None = None,
                          detach_association: bool = True) -> SuperTokens:
     """SViT's sampling on x (B, C, H, W): `n_iter` association steps from the cell means, then the weighted means."""
-    size, n_iter = _check_size(stoken_size), _check_positive_int(n_iter, "n_iter")
+    size, n_iter = _check_size(stoken_size), check_int(n_iter, "n_iter")
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must be (B, C, H, W), got {tuple(getattr(x, 'shape', ()))}")
     scale = x.shape[1] ** -0.5 if scale is None else scale
@@ -139,7 +134,7 @@ class SuperTokenAttention(nn.Module):
                  qkv_bias: bool = False, detach_association: bool = True):
         super().__init__()
         self.dim, self.stoken_size = dim, _check_size(stoken_size)
-        self.n_iter, self.detach_association = _check_positive_int(n_iter, "n_iter"), bool(detach_association)
+        self.n_iter, self.detach_association = check_int(n_iter, "n_iter"), bool(detach_association)
         self.scale = dim ** -0.5  # SViT: ⟨x, s⟩ / √C
         self.attention = AttentionMixer(dim, num_heads=num_heads, qkv_bias=qkv_bias)  # MHSA among super tokens
 
@@ -162,9 +157,9 @@ class SuperTokenAttention(nn.Module):
 # %% ../../nbs/attention/07_super_token.ipynb #1e94b441
 def super_token_flops(batch: int, dim: int, height: int, width: int, stoken_size=4, n_iter: int = 1) -> dict:
     """Forward FLOPs (2·MAC) of SuperTokenAttention on (B, C, H, W): dict(sampling, attention, total)."""
-    (h, w), n_iter = _check_size(stoken_size), _check_positive_int(n_iter, "n_iter")
+    (h, w), n_iter = _check_size(stoken_size), check_int(n_iter, "n_iter")
     for name, value in dict(batch=batch, dim=dim, height=height, width=width).items():
-        _check_positive_int(value, name)
+        check_int(value, name)
     cells = math.ceil(height / h) * math.ceil(width / w)
     padded = cells * h * w
     sampling = 2 * 9 * dim * padded * (2 * n_iter + 1)  # associations, weighted means, upsampling

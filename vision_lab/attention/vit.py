@@ -20,8 +20,8 @@ from torch import nn
 
 import vision_lab.registry as registry
 from ..backbone import DropPath, MetaFormer
-from ..bench import _positive
 from ..registry import build_mixer, list_mixers, register_technique
+from ..runtime import check_int
 from ..settings import Settings, get_settings, seed_everything
 
 # %% auto #0
@@ -96,7 +96,7 @@ class LabViT(nn.Module):
         super().__init__()
         for value, name in ((num_classes, "num_classes"), (img_size, "img_size"), (patch, "patch"), (dim, "dim"),
                             (depth, "depth"), (in_chans, "in_chans")):
-            _positive(name, value)
+            check_int(value, name)
         if img_size % patch:
             raise ValueError(f"img_size={img_size} must be a multiple of patch={patch}")
         if pos_embed not in POSITION_EMBEDDINGS:
@@ -106,7 +106,7 @@ class LabViT(nn.Module):
         if not isinstance(drop_path, (int, float)) or not 0.0 <= drop_path < 1.0:
             raise ValueError(f"drop_path={drop_path!r} must be in [0, 1)")
         if heads is not None:
-            _positive("heads", heads)
+            check_int(heads, "heads")
             if not mixer_accepts(mixer, "num_heads"):
                 raise ValueError(f"heads={heads} but mixer {mixer!r} takes no num_heads; leave heads=None")
             if dim % heads:

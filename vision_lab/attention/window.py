@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 
 from ..backbone import AttentionMixer
-from ..bench import _positive, attention_flops
+from ..bench import attention_flops
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['window_grid', 'window_partition', 'window_reverse', 'window_token_index', 'local_to_dense', 'WindowAttention',
@@ -29,7 +30,7 @@ def window_partition(x: torch.Tensor, window: int, value: float = 0.0) -> torch.
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must be a (B, C, H, W) tensor, got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    window = _positive("window", window)
+    window = check_int(window, "window")
     pad_h, pad_w = -x.shape[-2] % window, -x.shape[-1] % window
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h), value=value)
@@ -38,7 +39,7 @@ def window_partition(x: torch.Tensor, window: int, value: float = 0.0) -> torch.
 
 def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
     """Inverse of `window_partition`: (B, n_windows, w·w, C) → (B, C, H, W), the padding cropped."""
-    window = _positive("window", window)
+    window = check_int(window, "window")
     rows, cols = window_grid(height, width, window)
     if windows.dim() != 4 or windows.shape[1] != rows * cols or windows.shape[2] != window * window:
         raise ValueError(f"windows has shape {tuple(windows.shape)}; an {height}×{width} grid in {window}×{window} "
@@ -85,7 +86,7 @@ class WindowAttention(AttentionMixer):
 
     def __init__(self, dim: int, window_size: int = 4, num_heads: int | None = None, qkv_bias: bool = False):
         super().__init__(dim, num_heads, qkv_bias)
-        self.window_size = _positive("window_size", window_size)
+        self.window_size = check_int(window_size, "window_size")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape

@@ -11,9 +11,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..backbone import ChannelMLP, DropPath, LayerScale, _check_odd_size
+from ..backbone import ChannelMLP, DropPath, LayerScale
 from ..ops import LayerNorm2d, depthwise_conv2d
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['CONVNEXT_T_STAGES', 'check_odd_kernel_size', 'ConvNeXtDW', 'ConvNeXtBlock', 'convnext_t_stage_shapes']
@@ -21,7 +22,7 @@ __all__ = ['CONVNEXT_T_STAGES', 'check_odd_kernel_size', 'ConvNeXtDW', 'ConvNeXt
 # %% ../../nbs/conv/01_convnext_dw.ipynb #0f79bb4e
 def check_odd_kernel_size(value, name: str = "kernel_size") -> int:
     """`value` if it is a positive odd int (a 'same'-padded window), else ValueError naming `name`."""
-    return _check_odd_size(value, name, "for 'same' padding")  # the backbone's check, one rule for the lab
+    return check_int(value, name, odd=True, hint="for 'same' padding")
 
 
 @register_mixer("convnext_dw", family="conv")
@@ -86,8 +87,7 @@ CONVNEXT_T_STAGES = ((96, 56), (192, 28), (384, 14), (768, 7))  # (channels, sid
 def convnext_t_stage_shapes(batch: int = 8, scale: int = 1) -> list[tuple[int, int, int, int]]:
     """(B, C, H, W) of ConvNeXt-T's four stages on 224×224 images, the side divided by `scale` (rounded up)."""
     for name, value in (("batch", batch), ("scale", scale)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive int")
+        check_int(value, name)
     return [(batch, channels, -(-side // scale), -(-side // scale)) for channels, side in CONVNEXT_T_STAGES]
 
 # %% ../../nbs/conv/01_convnext_dw.ipynb #c684ad0a

@@ -12,6 +12,7 @@ from torch import nn
 
 from .. import ops
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['DCLS_METHODS', 'SIGMA_OFFSET', 'SIGMA_INIT', 'GAUSSIAN_EPS', 'check_dilated_size', 'grid_coordinates',
@@ -27,9 +28,7 @@ GAUSSIAN_EPS = 1e-7  # DCLS's guard in the per-tap normalization
 
 def check_dilated_size(value, name: str = "dilated_size") -> int:
     """`value` if it is an odd int ≥ 3 (a 'same'-padded window with a centre and room to move), else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 3 or value % 2 == 0:
-        raise ValueError(f"{name}={value!r} must be an odd int >= 3")
-    return value
+    return check_int(value, name, low=3, odd=True)
 
 
 def _check_taps(weight: torch.Tensor, positions: torch.Tensor, dilated_size: int,
@@ -136,8 +135,7 @@ def dcls_conv2d(x: torch.Tensor, weight: torch.Tensor, positions: torch.Tensor, 
 def lattice_positions(channels: int, kernel_size: int, dilation: int) -> torch.Tensor:
     """(2, C, k²) positions of a k×k lattice with spacing `dilation`, row-major — the taps of nn.Conv2d(dilation=r)."""
     for name, value in (("channels", channels), ("kernel_size", kernel_size), ("dilation", dilation)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive int")
+        check_int(value, name)
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size={kernel_size} must be odd (a lattice centred on the output pixel)")
     offsets = (torch.arange(kernel_size) - kernel_size // 2).float() * dilation
@@ -163,8 +161,7 @@ class DCLSMixer(nn.Module):
                  bias: bool = True, position_init: str = "normal", position_std: float = 0.5,
                  position_gain: float = 1.0, learn_positions: bool = True):
         super().__init__()
-        if isinstance(kernel_count, bool) or not isinstance(kernel_count, int) or kernel_count < 1:
-            raise ValueError(f"kernel_count={kernel_count!r} must be a positive int (taps per channel)")
+        check_int(kernel_count, "kernel_count", hint="taps per channel")
         self.dilated_size = check_dilated_size(dilated_size)
         if method not in DCLS_METHODS:
             raise ValueError(f"method={method!r} is not one of {DCLS_METHODS}")

@@ -10,6 +10,7 @@ from torch import nn
 
 from .. import ops
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['gnconv_widths', 'GnConvMixer']
@@ -17,9 +18,8 @@ __all__ = ['gnconv_widths', 'GnConvMixer']
 # %% ../../nbs/conv/06_gnconv.ipynb #3ddc1d78
 def gnconv_widths(dim: int, order: int) -> list[int]:
     """HorNet's channel widths d_k = dim / 2^(order−1−k), k = 0..order−1 (dim must be divisible by 2^(order−1))."""
-    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-        raise ValueError(f"order={order!r} must be a positive int")
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1 or dim % 2 ** (order - 1):
+    check_int(order, "order")
+    if check_int(dim, "dim") % 2 ** (order - 1):
         raise ValueError(f"dim={dim!r} must be a positive multiple of 2^(order−1) = {2 ** (order - 1)} "
                          f"for order={order} (widths dim/2^(order−1−k) must be whole)")
     return [dim // 2 ** (order - 1 - k) for k in range(order)]
@@ -31,9 +31,7 @@ class GnConvMixer(nn.Module):
 
     def __init__(self, dim: int, order: int = 3, kernel_size: int = 7, scale: float = 1 / 3):
         super().__init__()
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 \
-                or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size={kernel_size!r} must be a positive odd int (for 'same' padding)")
+        check_int(kernel_size, "kernel_size", odd=True, hint="for 'same' padding")
         self.widths = gnconv_widths(dim, order)
         self.dim, self.order, self.kernel_size, self.scale = dim, order, kernel_size, scale
         gates = sum(self.widths)

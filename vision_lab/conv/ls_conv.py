@@ -14,6 +14,7 @@ from torch import nn
 
 from .. import ops
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['ska_unfold_reference', 'ska', 'Conv2dBN', 'DepthwiseBN', 'LKP', 'LSConvMixer']
@@ -99,10 +100,8 @@ class LSConvMixer(nn.Module):
                  residual: bool = False):
         super().__init__()
         for name, value in (("large_kernel", large_kernel), ("small_kernel", small_kernel)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
-                raise ValueError(f"{name}={value!r} must be a positive odd int")
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-            raise ValueError(f"groups={groups!r} must be a positive int (channels sharing one per-pixel kernel)")
+            check_int(value, name, odd=True)
+        check_int(groups, "groups", hint="channels sharing one per-pixel kernel")
         if dim % groups or dim < 2:
             raise ValueError(f"dim={dim} must be divisible by groups={groups}: LSNet shares each per-pixel "
                              f"kernel among {groups} channels (C/{groups} kernels), e.g. dim=32, 40, 64")

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..conv.dilated_reparam import fold_batchnorm
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['SPIRAL_DIMENSIONS', 'FusedInvertedResidual', 'InvertedResidual', 'spiral', 'relu_roundtrip', 'spiral_figure']
@@ -100,8 +101,7 @@ def spiral(points: int = 600, turns: float = 2.5) -> torch.Tensor:
 
 def relu_roundtrip(points: torch.Tensor, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """T⁺ ReLU(T x) for a random Gaussian T (dim × 2): the spiral after ReLU in `dim` dimensions."""
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
-        raise ValueError(f"dim={dim!r} must be an integer ≥ 2 (the embedding of a 2-D curve)")
+    check_int(dim, "dim", low=2, hint="the embedding of a 2-D curve")
     embed = torch.randn(dim, 2, generator=generator, dtype=points.dtype)
     return F.relu(points @ embed.T) @ torch.linalg.pinv(embed).T
 

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .s4d import _check_int
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['frequency_filter', 'equivalent_kernel', 'AdaptiveFrequencyFilter']
@@ -51,11 +51,11 @@ class AdaptiveFrequencyFilter(nn.Module):
     def __init__(self, dim: int, num_blocks: int | None = None, sparsity_threshold: float = 0.01,
                  hidden_factor: int = 1, negative_slope: float = 0.0, init_scale: float = 0.02):
         super().__init__()
-        _check_int(dim, "dim")
-        blocks = _default_blocks(dim) if num_blocks is None else _check_int(num_blocks, "num_blocks")
+        check_int(dim, "dim")
+        blocks = _default_blocks(dim) if num_blocks is None else check_int(num_blocks, "num_blocks")
         if dim % blocks:
             raise ValueError(f"num_blocks={blocks} must divide dim={dim}")
-        _check_int(hidden_factor, "hidden_factor")
+        check_int(hidden_factor, "hidden_factor")
         if not isinstance(sparsity_threshold, (int, float)) or sparsity_threshold < 0:
             raise ValueError(f"sparsity_threshold={sparsity_threshold!r} must be a number >= 0")
         self.dim, self.num_blocks, self.block_size = dim, blocks, dim // blocks

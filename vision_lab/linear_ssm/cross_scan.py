@@ -20,6 +20,7 @@ from torch import nn
 
 from .mamba import SelectiveSSM, ssm_scan_flops
 from ..registry import register_mixer, register_technique
+from ..runtime import check_positive, check_int
 
 # %% auto #0
 __all__ = ['CROSS_SCAN_ORDERS', 'ZIGZAG_ORDERS', 'ATROUS_ORDERS', 'SCAN_ORDERS', 'DIRECTION_CODES', 'scan_order', 'inverse_order',
@@ -32,12 +33,6 @@ ZIGZAG_ORDERS = ("zigzag_rows", "zigzag_rows_reversed", "zigzag_columns", "zigza
 ATROUS_ORDERS = ("atrous_00", "atrous_01", "atrous_10", "atrous_11")  # EfficientVMamba's stride-2 sub-grids
 SCAN_ORDERS = CROSS_SCAN_ORDERS + ZIGZAG_ORDERS + ATROUS_ORDERS
 DIRECTION_CODES = ("start", "right", "left", "up", "down")  # PlainMamba's five codes, in its numbering
-
-
-def _check_side(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive int")
-    return value
 
 
 def _snake(grid: torch.Tensor) -> torch.Tensor:
@@ -64,7 +59,7 @@ def scan_order(name: str, height: int, width: int) -> torch.Tensor:
     """The raster positions (r·W + c) of an H×W grid in the order scan `name` visits them, as a LongTensor."""
     if name not in SCAN_ORDERS:
         raise ValueError(f"name={name!r} is not a scan order; known: {', '.join(SCAN_ORDERS)}")
-    return _cached_order(name, _check_side(height, "height"), _check_side(width, "width")).clone()
+    return _cached_order(name, check_int(height, "height"), check_int(width, "width")).clone()
 
 
 def inverse_order(order: torch.Tensor) -> torch.Tensor:
@@ -80,7 +75,7 @@ def inverse_order(order: torch.Tensor) -> torch.Tensor:
 
 def direction_codes(order: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """PlainMamba's code of every scan step: 0 start, then the move onto the token: 1 right, 2 left, 3 up, 4 down."""
-    _check_side(height, "height"), _check_side(width, "width")
+    check_int(height, "height"), check_int(width, "width")
     if not isinstance(order, torch.Tensor) or order.dim() != 1 or order.numel() == 0 or order.is_floating_point():
         raise ValueError("order must be a non-empty 1-D integer tensor of positions")
     if order.min() < 0 or order.max() >= height * width:
@@ -172,10 +167,8 @@ class CrossScanMixer(nn.Module):
                  orders=CROSS_SCAN_ORDERS, dt_rank: int | str = "auto", bias: bool = False, conv_bias: bool = True):
         super().__init__()
         self.orders = _check_orders(orders)
-        if isinstance(d_conv, bool) or not isinstance(d_conv, int) or d_conv < 1 or d_conv % 2 == 0:
-            raise ValueError(f"d_conv={d_conv!r} must be a positive odd int (a centred 2-D depthwise kernel)")
-        if isinstance(expand, bool) or not isinstance(expand, (int, float)) or expand <= 0:
-            raise ValueError(f"expand={expand!r} must be a positive number")
+        check_int(d_conv, "d_conv", odd=True, hint="a centred 2-D depthwise kernel")
+        check_positive(expand, "expand")
         self.dim, self.d_state, self.d_inner = dim, d_state, int(expand * dim)
         self.dt_rank = math.ceil(dim / 16) if dt_rank == "auto" else dt_rank
         self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=bias)

@@ -18,6 +18,7 @@ from torch import nn
 from .. import ops
 from ..backbone import _default_heads
 from ..registry import register_mixer, register_technique
+from ..runtime import check_positive, check_int
 
 # %% auto #0
 __all__ = ['GLA_GATE_RANK', 'GLA_TEMPERATURE', 'GLA_FORMS', 'gla_log_gate', 'gla_bidirectional', 'GatedLinearAttention']
@@ -29,8 +30,7 @@ GLA_TEMPERATURE = 16.0  # the paper's τ: α = σ(z)^(1/τ) stays near 1
 
 def gla_log_gate(logits: torch.Tensor, temperature: float = GLA_TEMPERATURE) -> torch.Tensor:
     """GLA's gate in log space: log α = log σ(z) / τ (≤ 0), so α = σ(z)^(1/τ)."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"temperature={temperature!r} must be a positive number (GLA uses τ = 16)")
+    check_positive(temperature, "temperature", hint="GLA uses τ = 16")
     return F.logsigmoid(logits) / temperature
 
 # %% ../../nbs/linear_ssm/03_gla.ipynb #66d49cca
@@ -65,13 +65,12 @@ class GatedLinearAttention(nn.Module):
                  form: str = "chunked"):
         super().__init__()
         heads = _default_heads(dim) if num_heads is None else num_heads
-        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or dim % heads:
-            raise ValueError(f"num_heads={num_heads!r} must be a positive int dividing dim={dim}")
+        if dim % check_int(heads, "num_heads"):
+            raise ValueError(f"num_heads={num_heads!r} must divide dim={dim}")
         if not isinstance(expand_k, (int, float)) or isinstance(expand_k, bool) or not 0 < expand_k <= 4:
             raise ValueError(f"expand_k={expand_k!r} must be a number in (0, 4] (GLA: 0.5)")
         key_dim = max(heads, int(dim * expand_k) // heads * heads)  # a multiple of the heads, at least one per head
-        if isinstance(gate_rank, bool) or not isinstance(gate_rank, int) or gate_rank < 1:
-            raise ValueError(f"gate_rank={gate_rank!r} must be a positive int (GLA: 16)")
+        check_int(gate_rank, "gate_rank", hint="GLA: 16")
         if form not in GLA_FORMS:
             raise ValueError(f"form={form!r} must be one of {GLA_FORMS}")
         if chunk_size not in ops.LINEAR_CHUNK_SIZES:

@@ -16,8 +16,9 @@ from einops import rearrange
 from torch import nn
 
 from .. import ops
-from ..backbone import AttentionMixer, _check_odd_size
+from ..backbone import AttentionMixer
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int, check_positive
 
 # %% auto #0
 __all__ = ['linear_attention_weights', 'relu_linear_attention', 'attention_entropy', 'LinearAttention', 'LocalConcentration',
@@ -50,8 +51,7 @@ class LinearAttention(AttentionMixer):
 
     def __init__(self, dim: int, num_heads: int | None = None, qkv_bias: bool = False, eps: float = 1e-6):
         super().__init__(dim, num_heads=num_heads, qkv_bias=qkv_bias)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps > 0):
-            raise ValueError(f"eps={eps!r} must be a finite positive number")
+        check_positive(eps, "eps")
         self.eps = float(eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +71,7 @@ class LocalConcentration(nn.Module):
 
     def __init__(self, dim: int, kernel_size: int = 7):
         super().__init__()
-        _check_odd_size(kernel_size, "kernel_size", "for 'same' padding")
+        check_int(kernel_size, "kernel_size", odd=True, hint="for 'same' padding")
         self.conv1 = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
         self.act = nn.GELU()
         self.norm = nn.BatchNorm2d(dim)
@@ -92,7 +92,7 @@ class L2ViTMixer(nn.Module):
         self.attention = LinearAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, eps=eps)
         self.cpe = None
         if position_encoding:
-            _check_odd_size(cpe_kernel, "cpe_kernel", "for 'same' padding")
+            check_int(cpe_kernel, "cpe_kernel", odd=True, hint="for 'same' padding")
             self.cpe = nn.Conv2d(dim, dim, cpe_kernel, padding=cpe_kernel // 2, groups=dim)
         self.lcm = LocalConcentration(dim, lcm_kernel) if concentration else None
 

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .s4d import RasterLongConv, _check_int
+from .s4d import RasterLongConv
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['squash', 'smooth', 'long_conv_kernel', 'LongConvMixer']
@@ -29,7 +30,7 @@ def squash(k: torch.Tensor, lam: float = 0.1) -> torch.Tensor:
 
 def smooth(k: torch.Tensor, window: int = 7) -> torch.Tensor:
     """Moving average over the last axis: AvgPool1d(window, stride 1, padding window//2), zero padding counted."""
-    _check_int(window, "window")
+    check_int(window, "window")
     if window % 2 == 0:
         raise ValueError(f"window={window} must be odd (the average is centred on each tap)")
     shape = k.shape
@@ -50,7 +51,7 @@ class LongConvMixer(RasterLongConv):
     def __init__(self, dim: int, max_length: int = 256, lam: float = 0.1, window: int = 7, init_std: float = 0.3,
                  bidirectional: bool = True):
         super().__init__(dim, bidirectional)
-        self.max_length = _check_int(max_length, "max_length")
+        self.max_length = check_int(max_length, "max_length")
         squash(torch.zeros(1), lam)  # checks lam
         smooth(torch.zeros(1), window)  # checks window
         self.lam, self.window = lam, window

@@ -15,6 +15,7 @@ from torch import nn
 
 from .. import ops
 from ..registry import register_mixer, register_technique
+from ..runtime import check_positive, check_int
 
 # %% auto #0
 __all__ = ['s4d_real_log_a', 'ssm_scan_flops', 'SelectiveSSM', 'hidden_attention_matrix', 'MambaMixer', 'ssm_mixer_flops']
@@ -31,20 +32,14 @@ def ssm_scan_flops(batch: int, d_inner: int, d_state: int, length: int, with_d: 
     return 9 * batch * length * d_inner * d_state + batch * d_inner * length * (int(with_d) + int(with_z))
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive int")
-    return value
-
-
 class SelectiveSSM(nn.Module):
     """Mamba's S6 on sequences u (B, E, L): Δ, B, C from each token, A = −exp(A_log), y = scan + D⊙u."""
 
     def __init__(self, d_inner: int, d_state: int = 16, dt_rank: int | None = None, dt_min: float = 1e-3,
                  dt_max: float = 0.1, dt_init_floor: float = 1e-4):
         super().__init__()
-        _check_positive_int(d_inner, "d_inner"), _check_positive_int(d_state, "d_state")
-        dt_rank = math.ceil(d_inner / 16) if dt_rank is None else _check_positive_int(dt_rank, "dt_rank")
+        check_int(d_inner, "d_inner"), check_int(d_state, "d_state")
+        dt_rank = math.ceil(d_inner / 16) if dt_rank is None else check_int(dt_rank, "dt_rank")
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"dt_min={dt_min!r}, dt_max={dt_max!r} must satisfy 0 < dt_min <= dt_max")
         self.d_inner, self.d_state, self.dt_rank = d_inner, d_state, dt_rank
@@ -132,9 +127,8 @@ class MambaMixer(nn.Module):
                  dt_rank: int | str = "auto", bias: bool = False, conv_bias: bool = True):
         super().__init__()
         self.orders = _scan_orders()._check_orders(orders)
-        _check_positive_int(d_conv, "d_conv")
-        if isinstance(expand, bool) or not isinstance(expand, (int, float)) or expand <= 0:
-            raise ValueError(f"expand={expand!r} must be a positive number")
+        check_int(d_conv, "d_conv")
+        check_positive(expand, "expand")
         self.dim, self.d_state, self.d_conv, self.d_inner = dim, d_state, d_conv, int(expand * dim)
         self.dt_rank = math.ceil(dim / 16) if dt_rank == "auto" else dt_rank
         self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=bias)

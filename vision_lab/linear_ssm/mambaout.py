@@ -11,8 +11,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..backbone import _check_odd_size
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int, check_positive
 
 # %% auto #0
 __all__ = ['GatedCNNMixer']
@@ -24,12 +24,10 @@ class GatedCNNMixer(nn.Module):
 
     def __init__(self, dim: int, expansion_ratio: float = 8 / 3, kernel_size: int = 7, conv_ratio: float = 1.0):
         super().__init__()
-        _check_odd_size(kernel_size, "kernel_size", "for 'same' padding")
-        if isinstance(expansion_ratio, bool) or not isinstance(expansion_ratio, (int, float)) or expansion_ratio <= 0:
-            raise ValueError(f"expansion_ratio={expansion_ratio!r} must be a positive number (MambaOut: 8/3)")
+        check_int(kernel_size, "kernel_size", odd=True, hint="for 'same' padding")
+        check_positive(expansion_ratio, "expansion_ratio", hint="MambaOut: 8/3")
         hidden = int(expansion_ratio * dim)
-        if isinstance(conv_ratio, bool) or not isinstance(conv_ratio, (int, float)):
-            raise ValueError(f"conv_ratio={conv_ratio!r} must be a number in (0, 1] (MambaOut: 1.0)")
+        check_positive(conv_ratio, "conv_ratio", hint="MambaOut: 1.0")
         conv_channels = int(conv_ratio * dim)
         if not 1 <= conv_channels <= hidden:
             raise ValueError(f"conv_ratio={conv_ratio!r} gives {conv_channels} convolved channels; it needs 1 … "

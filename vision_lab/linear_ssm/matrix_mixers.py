@@ -38,6 +38,7 @@ from .plain_mamba import PlainMambaMixer
 from .retention import Retention
 from .s4d import RasterLongConv, two_sided_kernel
 from ..registry import build_mixer, list_mixers, register_mixer, register_technique
+from ..runtime import check_fraction, check_positive, check_int
 from ..testing import assert_close, tolerance
 from ..viz import MAX_MIXER_MATRIX, mixer_jacobian
 
@@ -168,8 +169,7 @@ def off_diagonal_ranks(matrix: torch.Tensor, rtol: float | None = None) -> tuple
 
 def top_mass_fraction(matrix: torch.Tensor, fraction: float = 0.1) -> float:
     """Share of Σ|M| in the largest `fraction` of the entries, averaged over heads/channels (0.1 = uniform, 1 = sparse)."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ValueError(f"fraction={fraction!r} must be in (0, 1]")
+    check_fraction(fraction, "fraction")
     flat = matrix.detach().abs().flatten(-2).double()
     keep = max(1, round(fraction * flat.shape[-1]))
     total = flat.sum(-1).clamp_min(torch.finfo(torch.float64).tiny)
@@ -495,12 +495,9 @@ class HydraMixer(nn.Module):
                  conv_bias: bool = True):
         super().__init__()
         for name, value in (("dim", dim), ("d_state", d_state), ("head_dim", head_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive int")
-        if isinstance(d_conv, bool) or not isinstance(d_conv, int) or d_conv < 1 or d_conv % 2 == 0:
-            raise ValueError(f"d_conv={d_conv!r} must be a positive odd int (Hydra's conv is centred, not causal)")
-        if isinstance(expand, bool) or not isinstance(expand, (int, float)) or expand <= 0:
-            raise ValueError(f"expand={expand!r} must be a positive number")
+            check_int(value, name)
+        check_int(d_conv, "d_conv", odd=True, hint="Hydra's conv is centred, not causal")
+        check_positive(expand, "expand")
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"dt_min={dt_min!r}, dt_max={dt_max!r} must satisfy 0 < dt_min <= dt_max")
         self.dim, self.d_state, self.d_inner = dim, d_state, max(1, int(expand * dim))
@@ -618,8 +615,7 @@ def mean_magnitude(matrix: torch.Tensor) -> torch.Tensor:
 
 def log_magnitude(values: torch.Tensor, decades: float = 4.0) -> torch.Tensor:
     """1 + log10(|v| / max|v|) / decades, clipped to [0, 1]: `decades` orders of magnitude on one colour scale, 0 = zero."""
-    if isinstance(decades, bool) or not isinstance(decades, (int, float)) or not decades > 0:
-        raise ValueError(f"decades={decades!r} must be a positive number")
+    check_positive(decades, "decades")
     magnitude = values.detach().abs().double()
     peak = magnitude.max()
     if peak == 0:

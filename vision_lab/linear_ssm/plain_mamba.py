@@ -17,6 +17,7 @@ from .cross_scan import (ZIGZAG_ORDERS, _check_orders, direction_codes, inverse_
                                               scan_order)
 from .mamba import SelectiveSSM, ssm_scan_flops
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int, check_positive
 
 # %% auto #0
 __all__ = ['PlainMambaMixer']
@@ -34,10 +35,8 @@ class PlainMambaMixer(nn.Module):
         if direction_embedding and not set(self.orders) <= set(ZIGZAG_ORDERS):
             raise ValueError(f"orders={self.orders!r}: direction codes need continuous paths on every grid (the "
                              f"zigzag orders {ZIGZAG_ORDERS}); pass direction_embedding=False for other orders")
-        if isinstance(conv_size, bool) or not isinstance(conv_size, int) or conv_size < 1 or conv_size % 2 == 0:
-            raise ValueError(f"conv_size={conv_size!r} must be a positive odd int (a centred depthwise kernel)")
-        if isinstance(expand, bool) or not isinstance(expand, (int, float)) or expand <= 0:
-            raise ValueError(f"expand={expand!r} must be a positive number")
+        check_int(conv_size, "conv_size", odd=True, hint="a centred depthwise kernel")
+        check_positive(expand, "expand")
         self.dim, self.d_state, self.d_inner, self.conv_size = dim, d_state, int(expand * dim), conv_size
         self.dt_rank = math.ceil(dim / 16) if dt_rank == "auto" else dt_rank
         self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=bias)

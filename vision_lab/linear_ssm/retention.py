@@ -17,6 +17,7 @@ from torch import nn
 from .. import ops
 from ..backbone import _default_heads
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int, check_fraction
 
 # %% auto #0
 __all__ = ['RETENTION_FORMS', 'PARALLEL_MAX_TOKENS', 'Retention', 'decay_grid']
@@ -34,13 +35,12 @@ class Retention(nn.Module):
                  chunk_size: int = 64, form: str = "auto", qkv_bias: bool = False):
         super().__init__()
         heads = _default_heads(dim) if num_heads is None else num_heads
-        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or dim % heads:
-            raise ValueError(f"num_heads={num_heads!r} must be a positive int dividing dim={dim}")
+        if dim % check_int(heads, "num_heads"):
+            raise ValueError(f"num_heads={num_heads!r} must divide dim={dim}")
         if form not in RETENTION_FORMS:
             raise ValueError(f"form={form!r} must be one of {RETENTION_FORMS}")
-        if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float))
-                                  or not 0 < gamma <= 1):
-            raise ValueError(f"gamma={gamma!r} must be a number in (0, 1] (None: ViR's per-head decays)")
+        if gamma is not None:
+            check_fraction(gamma, "gamma", hint="None: ViR's per-head decays")
         if chunk_size not in ops.LINEAR_CHUNK_SIZES:
             raise ValueError(f"chunk_size={chunk_size!r} must be one of {ops.LINEAR_CHUNK_SIZES}")
         self.dim, self.num_heads, self.head_dim = dim, heads, dim // heads

@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import ops
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['S4D_INITS', 'DISCRETIZATIONS', 'hippo_legs', 'hippo_legs_nplr', 'bilinear_discretize', 'ssm_kernel_power_series',
@@ -23,15 +24,9 @@ __all__ = ['S4D_INITS', 'DISCRETIZATIONS', 'hippo_legs', 'hippo_legs_nplr', 'bil
            'two_sided_kernel', 'bidirectional_conv', 'raster_footprint', 'RasterLongConv', 'S4DMixer']
 
 # %% ../../nbs/linear_ssm/04_s4d.ipynb #cf6efe13
-def _check_int(value, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}={value!r} must be an int >= {low}")
-    return value
-
-
 def hippo_legs(state_size: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """HiPPO-LegS (A, B): A_nk = −√(2n+1)√(2k+1) below the diagonal, −(n+1) on it, 0 above; B_n = √(2n+1)."""
-    _check_int(state_size, "state_size")
+    check_int(state_size, "state_size")
     n = torch.arange(state_size, dtype=dtype)
     root = torch.sqrt(2 * n + 1)
     A = -torch.tril(root[:, None] * root[None, :], diagonal=-1) - torch.diag(n + 1)
@@ -64,7 +59,7 @@ def bilinear_discretize(A: torch.Tensor, B: torch.Tensor, dt) -> tuple[torch.Ten
 
 def ssm_kernel_power_series(A_bar: torch.Tensor, B_bar: torch.Tensor, C: torch.Tensor, length: int) -> torch.Tensor:
     """The SSM convolution kernel K̄_ℓ = C Ā^ℓ B̄ for ℓ < length, one matrix-vector product at a time: (..., length)."""
-    _check_int(length, "length")
+    check_int(length, "length")
     state, taps = B_bar, []
     for _ in range(length):
         taps.append((C * state).sum(-1))
@@ -89,7 +84,7 @@ DISCRETIZATIONS = ("bilinear", "zoh")
 
 def s4d_eigenvalues(state_size: int, init: str = "lin") -> torch.Tensor:
     """The N/2 continuous eigenvalues λ_n (complex128) of S4D-Lin, S4D-Inv or S4D-LegS for a state of size N."""
-    _check_int(state_size, "state_size", 2)
+    check_int(state_size, "state_size", 2)
     if state_size % 2:
         raise ValueError(f"state_size={state_size} must be even (the states come in conjugate pairs)")
     if init not in S4D_INITS:
@@ -119,7 +114,7 @@ def s4d_discretize(eigenvalues: torch.Tensor, dt: torch.Tensor,
 
 def vandermonde(z: torch.Tensor, length: int) -> torch.Tensor:
     """Powers z^ℓ for ℓ < length: (..., length), as e^{ℓ log z} on a √L-by-√L grid (ℓ = qT + r: z^{qT}·z^r)."""
-    _check_int(length, "length")
+    check_int(length, "length")
     block = max(1, math.isqrt(length))
     log_z = torch.log(z)[..., None]
     offsets = torch.arange(block, device=z.device, dtype=z.real.dtype)
@@ -132,7 +127,7 @@ def vandermonde(z: torch.Tensor, length: int) -> torch.Tensor:
 def s4d_kernel(eigenvalues: torch.Tensor, C: torch.Tensor, dt: torch.Tensor, length: int,
                method: str = "bilinear") -> torch.Tensor:
     """S4D kernels K_ℓ = 2·Re Σ_n C_n B̄_n λ̄_n^ℓ (ℓ < length) by a Vandermonde product: λ (H, n), C (..., H, n), Δ (H,) → (..., H, length)."""
-    _check_int(length, "length")
+    check_int(length, "length")
     if eigenvalues.dim() != 2 or C.shape[-2:] != eigenvalues.shape or dt.shape != eigenvalues.shape[:1]:
         raise ValueError(f"eigenvalues (H, n) {tuple(eigenvalues.shape)}, C (..., H, n) {tuple(C.shape)} and "
                          f"dt (H,) {tuple(dt.shape)} do not match")
@@ -154,7 +149,7 @@ def s4d_recurrence(u: torch.Tensor, eigenvalues: torch.Tensor, C: torch.Tensor, 
 # %% ../../nbs/linear_ssm/04_s4d.ipynb #4225df62
 def two_sided_kernel(k_forward: torch.Tensor, k_backward: torch.Tensor | None, length: int) -> torch.Tensor:
     """One centred kernel (C, 2·length − 1) for sequences of `length`: taps [k_backward[L−2 … 0], k_forward[0 … L−1]]."""
-    _check_int(length, "length")
+    check_int(length, "length")
     fit = lambda k, n: F.pad(k[:, :n], (0, max(0, n - k.shape[-1])))  # truncate or zero-pad to n taps
     past = fit(k_forward, length)
     future = torch.zeros_like(past[:, 1:]) if k_backward is None else fit(k_backward, length - 1)
@@ -187,7 +182,7 @@ class RasterLongConv(nn.Module):
 
     def __init__(self, dim: int, bidirectional: bool = True):
         super().__init__()
-        _check_int(dim, "dim")
+        check_int(dim, "dim")
         self.dim, self.bidirectional = dim, bool(bidirectional)
         self.D = nn.Parameter(torch.randn(dim))  # the skip term Du of the state-space output
         self.output = nn.Conv2d(dim, dim, 1)

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .s4d import RasterLongConv, _check_int
+from .s4d import RasterLongConv
 from ..registry import register_mixer, register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['sgconv_num_scales', 'sgconv_scale_lengths', 'sgconv_parameter_count', 'sgconv_kernel', 'SGConvMixer']
@@ -21,15 +22,15 @@ __all__ = ['sgconv_num_scales', 'sgconv_scale_lengths', 'sgconv_parameter_count'
 # %% ../../nbs/linear_ssm/05_sgconv.ipynb #6627b5ff
 def sgconv_num_scales(length: int, kernel_dim: int) -> int:
     """S = 1 + ⌈log₂(L/d)⌉ (at least 1): the fewest sub-kernels whose concatenation reaches `length` taps."""
-    _check_int(length, "length")
-    _check_int(kernel_dim, "kernel_dim")
+    check_int(length, "length")
+    check_int(kernel_dim, "kernel_dim")
     blocks = -(-length // kernel_dim)  # ⌈L/d⌉; ⌈log₂(L/d)⌉ = ⌈log₂⌈L/d⌉⌉, in integers
     return 1 + (blocks - 1).bit_length()
 
 
 def sgconv_scale_lengths(num_scales: int, kernel_dim: int) -> list[int]:
     """Taps each scale covers after upsampling: d·2^max(0, i−1) for i < S (d, d, 2d, 4d, …)."""
-    _check_int(num_scales, "num_scales")
+    check_int(num_scales, "num_scales")
     return [kernel_dim * 2 ** max(0, i - 1) for i in range(num_scales)]
 
 
@@ -64,7 +65,7 @@ class SGConvMixer(RasterLongConv):
     def __init__(self, dim: int, kernel_dim: int = 32, max_length: int = 1024, decay: float = 2.0,
                  mode: str = "linear", bidirectional: bool = True):
         super().__init__(dim, bidirectional)
-        self.kernel_dim, self.max_length = _check_int(kernel_dim, "kernel_dim"), _check_int(max_length, "max_length")
+        self.kernel_dim, self.max_length = check_int(kernel_dim, "kernel_dim"), check_int(max_length, "max_length")
         self.num_scales = sgconv_num_scales(max_length, kernel_dim)
         self.decay, self.mode = decay, mode
         self.sub_kernels = nn.ParameterList(nn.Parameter(torch.randn(self.directions, dim, kernel_dim))

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..registry import register_technique
+from ..runtime import check_int
 from ..train import dataset_tensors
 
 # %% auto #0
@@ -207,8 +208,7 @@ def distortion_curves(model: nn.Module, data, scores: dict[str, torch.Tensor], *
                       levels: int = 8, batch_size: int = 256) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Name → (kept blocks k, ascending; mean squared logit change when only the layer's top-k blocks stay)."""
     images, _ = _as_tensors(data)
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"levels={levels!r} must be a positive int")
+    check_int(levels, "levels")
     layers = prunable_linears(model)
     was_training = model.training
     model.eval()

@@ -21,6 +21,7 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from ..registry import register_technique
+from ..runtime import check_int
 from ..settings import get_settings, seed_everything
 from ..train import batch_indices, dataset_tensors, make_optimizer, make_scheduler
 
@@ -64,8 +65,7 @@ class NMSchedule:
     def __post_init__(self):
         for name in ("n", "m", "steps"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive int")
+            check_int(value, name)
         if self.n > self.m:
             raise ValueError(f"n={self.n} must be ≤ m={self.m}")
         if self.method not in NM_METHODS:
@@ -292,8 +292,7 @@ def train_nm(model: nn.Module, train_ds, steps: int, *, batch_size: int = 64, lr
              snapshot_every: int | None = None, progress: bool = True) -> dict:
     """Train a sparsified model `steps` AdamW steps (lab warm-up + cosine), stepping its NMSchedule; returns history, states, mask snapshots."""
     for value, name in ((steps, "steps"), (batch_size, "batch_size")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive int")
+        check_int(value, name)
     seed = get_settings().seed if seed is None else int(seed)
     warmup_steps = max(1, steps // 10) if warmup_steps is None else warmup_steps
     optimizer = make_optimizer(model, lr, weight_decay)

@@ -17,9 +17,9 @@ from einops import rearrange
 from torch import nn
 
 from ..attention.vit import LabViT
-from ..bench import _positive
 from ..kernels.masked_conv import MaskedConv2d, SparseBatchNorm2d, conv_output_mask
 from ..registry import register_technique
+from ..runtime import check_int
 
 # %% auto #0
 __all__ = ['spark_mask', 'upsample_mask', 'SparseConvBN', 'SparseBasicBlock', 'SparseConvEncoder', 'active_output_gradient',
@@ -30,9 +30,9 @@ __all__ = ['spark_mask', 'upsample_mask', 'SparseConvBN', 'SparseBasicBlock', 'S
 def spark_mask(batch: int, grid: int | tuple[int, int], ratio: float = 0.6,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """Bool (B, 1, h, w) mask at the coarsest grid with exactly round(h·w·(1 − ratio)) active cells per image."""
-    _positive("batch", batch)
+    check_int(batch, "batch")
     height, width = (grid, grid) if isinstance(grid, int) else tuple(grid)
-    _positive("grid", height), _positive("grid", width)
+    check_int(height, "grid"), check_int(width, "grid")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio={ratio!r} must be a number in [0, 1) (the fraction of patches masked)")
     cells = height * width
@@ -47,7 +47,7 @@ def upsample_mask(mask: torch.Tensor, scale: int) -> torch.Tensor:
     if not isinstance(mask, torch.Tensor) or mask.dim() != 4 or mask.shape[1] != 1:
         raise ValueError(f"mask must be a (B, 1, h, w) tensor, got "
                          f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
-    _positive("scale", scale)
+    check_int(scale, "scale")
     return mask.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
 
 # %% ../../nbs/sparsity/03_spark.ipynb #5b6eb67d
@@ -90,7 +90,7 @@ class SparseConvEncoder(nn.Module):
         if len(widths) < 2 or len(depths) != len(widths):
             raise ValueError(f"widths={widths} needs ≥ 2 stages and depths={depths} one entry per stage")
         for value in (in_chans, *widths, *depths):
-            _positive("widths/depths/in_chans", value)
+            check_int(value, "widths/depths/in_chans")
         self.in_chans, self.widths, self.depths = in_chans, widths, depths
         self.downsample = 2 ** (len(widths) - 1)  # input pixels per coarsest-grid cell, per side
         self.stem = SparseConvBN(in_chans, widths[0])
@@ -184,7 +184,7 @@ class LightDecoder(nn.Module):
 
     def __init__(self, widths: tuple[int, ...], out_chans: int = 1, width: int = 32):
         super().__init__()
-        _positive("width", width), _positive("out_chans", out_chans)
+        check_int(width, "width"), check_int(out_chans, "out_chans")
         n = len(widths)
         self.mask_tokens = nn.ParameterList(nn.Parameter(torch.zeros(c)) for c in widths)
         for token in self.mask_tokens:
@@ -329,7 +329,7 @@ def mim_pretraining_images(n: int, size: int = 32, seed: int | None = None) -> t
     from vision_lab.data import ShapesDataset, photo_batch
     from vision_lab.settings import get_settings
 
-    _positive("n", n)
+    check_int(n, "n")
     seed = get_settings().seed if seed is None else int(seed)
     generator = torch.Generator().manual_seed(seed)
     n_shapes = n // 2
@@ -357,7 +357,7 @@ def pretrain(model: nn.Module, images: torch.Tensor, steps: int, batch_size: int
     from vision_lab.settings import get_settings
     from vision_lab.train import batch_indices, make_optimizer, make_scheduler
 
-    _positive("steps", steps), _positive("batch_size", batch_size)
+    check_int(steps, "steps"), check_int(batch_size, "batch_size")
     if batch_size > len(images):
         raise ValueError(f"batch_size={batch_size} is larger than the {len(images)} images")
     seed = get_settings().seed if seed is None else int(seed)

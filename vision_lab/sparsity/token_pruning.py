@@ -17,8 +17,9 @@ from torch import nn
 
 from ..attention.vit import LabViT, ViTBlock
 from ..backbone import AttentionMixer
-from ..bench import _positive, attention_flops
+from ..bench import attention_flops
 from ..registry import register_technique
+from ..runtime import check_int, check_fraction
 
 # %% auto #0
 __all__ = ['TOKEN_METHODS', 'PRUNING_METHODS', 'check_attention_vit', 'BlockReadout', 'block_on_tokens', 'kept_count',
@@ -69,12 +70,6 @@ def block_on_tokens(block: ViTBlock, tokens: torch.Tensor, *, head_mask: torch.T
 # %% ../../nbs/sparsity/04_token_pruning.ipynb #8869cb6a
 TOKEN_METHODS = ("spatten", "last_token", "feather", "random", "slim", "dct")
 PRUNING_METHODS = ("spatten", "last_token", "feather", "random")  # these keep a subset of the tokens
-
-
-def _unit_fraction(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-        raise ValueError(f"{name}={value!r} must be a number in (0, 1]")
-    return float(value)
 
 
 def kept_count(tokens: int, fraction: float) -> int:
@@ -156,7 +151,7 @@ class TokenSlimming(nn.Module):
                  temperature: float = 1.0):
         super().__init__()
         for name, value in dict(dim=dim, in_tokens=in_tokens, out_tokens=out_tokens).items():
-            _positive(name, value)
+            check_int(value, name)
         if out_tokens > in_tokens:
             raise ValueError(f"out_tokens={out_tokens} must not exceed in_tokens={in_tokens}")
         if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
@@ -190,7 +185,7 @@ class ReductionTrace:
 
 def default_reduction_layers(depth: int) -> tuple[int, ...]:
     """Blocks after which tokens are reduced: from the first block through the first half of the network."""
-    _positive("depth", depth)
+    check_int(depth, "depth")
     return tuple(range(0, max(1, depth // 2)))
 
 
@@ -204,8 +199,8 @@ class TokenReducedViT(nn.Module):
         self.model = check_attention_vit(model)
         if method not in TOKEN_METHODS:
             raise ValueError(f"method={method!r} must be one of {', '.join(TOKEN_METHODS)}")
-        self.method, self.keep_ratio = method, _unit_fraction(keep_ratio, "keep_ratio")
-        self.head_keep = _unit_fraction(head_keep, "head_keep")
+        self.method, self.keep_ratio = method, check_fraction(keep_ratio, "keep_ratio")
+        self.head_keep = check_fraction(head_keep, "head_keep")
         if self.head_keep < 1.0 and method != "spatten":
             raise ValueError(f"head_keep={head_keep} needs method='spatten' (cascade head pruning)")
         layers = default_reduction_layers(model.depth) if layers is None else tuple(layers)
@@ -339,8 +334,8 @@ def train_token_slimming(model: LabViT, keep_ratio: float, images: torch.Tensor,
                          temperature: float = 2.0, seed: int = 0) -> TokenSlimming:
     """A TokenSlimming module after block `layer`, trained against the frozen ViT's logits (KL) and the labels."""
     check_attention_vit(model)
-    keep_ratio = _unit_fraction(keep_ratio, "keep_ratio")
-    _positive("steps", steps)
+    keep_ratio = check_fraction(keep_ratio, "keep_ratio")
+    check_int(steps, "steps")
     n = math.prod(model.base_grid)
     torch.manual_seed(seed)
     merger = TokenSlimming(model.dim, n, kept_count(n, keep_ratio), temperature=temperature)
