@@ -17,9 +17,9 @@ from .registry import build_mixer, register_mixer, register_technique
 from .runtime import check_int
 
 # %% auto #0
-__all__ = ['BACKBONE_PRESETS', 'IdentityMixer', 'PoolMixer', 'DepthwiseConvMixer', 'attention_reference', 'AttentionMixer',
-           'DropPath', 'LayerScale', 'ChannelMLP', 'MetaFormerBlock', 'Downsample', 'MetaFormerStage', 'MetaFormer',
-           'build_backbone']
+__all__ = ['BACKBONE_PRESETS', 'IdentityMixer', 'PoolMixer', 'DepthwiseConvMixer', 'attention_reference', 'default_heads',
+           'AttentionMixer', 'DropPath', 'LayerScale', 'ChannelMLP', 'MetaFormerBlock', 'Downsample', 'MetaFormerStage',
+           'MetaFormer', 'build_backbone']
 
 # %% ../nbs/07_backbone.ipynb #689efe9c
 @register_mixer("identity", family="baseline")
@@ -71,8 +71,8 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tu
     return torch.einsum("bhnm,bhmd->bhnd", probs, v), probs
 
 
-def _default_heads(dim: int) -> int:
-    # dim // 32 heads (≥ 1); when that does not divide dim, the largest smaller count that does
+def default_heads(dim: int) -> int:
+    """dim // 32 heads (≥ 1); when that does not divide dim, the largest smaller count that does."""
     heads = max(1, dim // 32)
     while dim % heads:
         heads -= 1
@@ -85,7 +85,7 @@ class AttentionMixer(nn.Module):
 
     def __init__(self, dim: int, num_heads: int | None = None, qkv_bias: bool = False):
         super().__init__()
-        heads = _default_heads(dim) if num_heads is None else num_heads
+        heads = default_heads(dim) if num_heads is None else num_heads
         if dim % check_int(heads, "num_heads"):
             raise ValueError(f"num_heads={num_heads!r} must divide dim={dim}")
         self.dim, self.num_heads, self.head_dim = dim, heads, dim // heads

@@ -915,12 +915,12 @@ class DatasetExplorer:
     def __init__(self, dataset: str = "pathfinder32", seed: int = 0, count: int = 8):
         import ipywidgets as widgets
 
-        from vision_lab.explorers import _Explorer  # the lab's explorer plumbing, imported late: no import cycle
-        self._plumbing, self.count, self.figure = _Explorer, count, None
+        from vision_lab.explorers import Explorer  # the lab's explorer plumbing, imported late: no import cycle
+        self._plumbing, self.count, self.figure = Explorer, count, None
         self.dataset = widgets.Dropdown(options=EXPLORER_SETS, value=dataset, description="dataset")
         self.seed = widgets.IntSlider(value=seed, min=0, max=99, description="seed")
         self.controls = [self.dataset, self.seed]
-        _Explorer._wire(self)  # output + message widgets, observers, first update()
+        Explorer._wire(self)  # output + message widgets, observers, first update()
 
     def _on_change(self, _change) -> None:
         self.update()

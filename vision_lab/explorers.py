@@ -22,7 +22,7 @@ from .viz import (attention_query_map, attention_rollout, capture_attention, eff
                             erf_figure, grid_shape, overlay_figure)
 
 # %% auto #0
-__all__ = ['SIZE_KEYWORDS', 'mixer_size_keyword', 'MixerStack', 'ERFExplorer', 'AttentionExplorer']
+__all__ = ['SIZE_KEYWORDS', 'mixer_size_keyword', 'MixerStack', 'Explorer', 'ERFExplorer', 'AttentionExplorer']
 
 # %% ../nbs/05b_explorers.ipynb #f81845b7
 SIZE_KEYWORDS = ("kernel_size", "pool_size", "window_size")
@@ -58,7 +58,7 @@ class MixerStack(nn.Module):
         return x
 
 # %% ../nbs/05b_explorers.ipynb #adca3834
-class _Explorer:
+class Explorer:
     """Shared plumbing: controls → `update()` → `.figure` (go.Figure) re-displayed in an Output widget."""
 
     controls: list
@@ -89,7 +89,7 @@ class _Explorer:
         display(self.widget)
 
 
-class ERFExplorer(_Explorer):
+class ERFExplorer(Explorer):
     """ERF of a MixerStack over `images`, driven by mixer / size / depth / residual controls."""
 
     def __init__(self, images: torch.Tensor, mixers: Sequence[str] | None = None, mixer: str | None = None,
@@ -135,7 +135,7 @@ class ERFExplorer(_Explorer):
         self._show()
 
 # %% ../nbs/05b_explorers.ipynb #b516b39a
-class AttentionExplorer(_Explorer):
+class AttentionExplorer(Explorer):
     """A query cell's attention over the image: row/col sliders, layer (or rollout) and head dropdowns."""
 
     def __init__(self, model: nn.Module, image: torch.Tensor, grid: tuple[int, int] | None = None,

@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 
 from .. import ops
 from ..backbone import AttentionMixer
-from ..explorers import _Explorer  # the lab's slider → figure plumbing (Output state, no capture)
+from ..explorers import Explorer  # the lab's slider → figure plumbing (Output state, no capture)
 from ..registry import register_mixer, register_technique
 from ..runtime import check_int
 
@@ -47,7 +47,7 @@ def online_softmax_trace(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bloc
     return result
 
 # %% ../../nbs/attention/01_flash.ipynb #fba80b22
-class OnlineSoftmaxExplorer(_Explorer):
+class OnlineSoftmaxExplorer(Explorer):
     """A slider over key tiles: a query row's running max / LSE and provisional probabilities vs the final ones."""
 
     def __init__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int = 32,

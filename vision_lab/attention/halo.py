@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
-from .window import (_local_attention, local_to_dense, window_grid, window_partition,
+from .window import (local_attention, local_to_dense, window_grid, window_partition,
                                          window_reverse, window_token_index)
 from ..backbone import AttentionMixer
 from ..bench import attention_flops
@@ -61,7 +61,7 @@ class HaloAttention(AttentionMixer):
                          heads=self.num_heads)
         key_index = halo_key_index(height, width, block, halo, device=x.device)
         allowed = repeat(key_index >= 0, "n s -> (b n) 1 1 s", b=batch)  # zero-padded keys are no keys
-        mixed, probs = _local_attention(q, k, v, allowed, self.record_attention)
+        mixed, probs = local_attention(q, k, v, allowed, self.record_attention)
         self.attention_probs = None if probs is None else local_to_dense(
             probs.detach(), window_token_index(height, width, block, device=x.device), key_index, height * width)
         grid = window_reverse(rearrange(mixed, "(b n) heads t d -> b n t (heads d)", b=batch), block, height, width)

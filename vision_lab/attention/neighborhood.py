@@ -11,7 +11,7 @@ import functools
 import torch
 from einops import rearrange, repeat
 
-from .window import (_local_attention, local_to_dense, window_partition, window_reverse,
+from .window import (local_attention, local_to_dense, window_partition, window_reverse,
                                          window_token_index)
 from ..backbone import AttentionMixer
 from ..bench import attention_flops
@@ -99,7 +99,7 @@ def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gr
                         "b n t (h d) -> (b n) h t d", h=heads)
     k_tiles, v_tiles = (rearrange(t[:, :, key_index], "b h n s d -> (b n) h s d") for t in (k, v))
     mask = repeat(allowed, "n t s -> (b n) 1 t s", b=batch)
-    mixed, probs = _local_attention(q_tiles, k_tiles, v_tiles, mask, record)
+    mixed, probs = local_attention(q_tiles, k_tiles, v_tiles, mask, record)
     out = window_reverse(rearrange(mixed, "(b n) h t d -> b n t (h d)", n=tiles), query_block, height, width)
     out = rearrange(out, "b (h d) y x -> b h (y x) d", h=heads)
     if probs is None:

@@ -16,8 +16,8 @@ from ..registry import register_mixer, register_technique
 from ..runtime import check_int
 
 # %% auto #0
-__all__ = ['window_grid', 'window_partition', 'window_reverse', 'window_token_index', 'local_to_dense', 'WindowAttention',
-           'window_attention_flops']
+__all__ = ['window_grid', 'window_partition', 'window_reverse', 'window_token_index', 'local_attention', 'local_to_dense',
+           'WindowAttention', 'window_attention_flops']
 
 # %% ../../nbs/attention/03_window.ipynb #e9fee4f3
 def window_grid(height: int, width: int, window: int) -> tuple[int, int]:
@@ -54,7 +54,7 @@ def window_token_index(height: int, width: int, window: int, device=None) -> tor
     return window_partition(tokens, window, value=-1)[0, :, :, 0]
 
 # %% ../../nbs/attention/03_window.ipynb #5e07e615
-def _local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None = None,
+def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None = None,
                      record: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Attention of q (G, h, T, d) over k, v (G, h, S, d) where `allowed` (→ G, h, T, S) is True: (out, P or None)."""
     if not record:
@@ -98,7 +98,7 @@ class WindowAttention(AttentionMixer):
         allowed = None
         if height % window or width % window:  # padded slots are no keys for anyone
             allowed = repeat(index >= 0, "n s -> (b n) 1 1 s", b=batch)
-        mixed, probs = _local_attention(q, k, v, allowed, self.record_attention)
+        mixed, probs = local_attention(q, k, v, allowed, self.record_attention)
         self.attention_probs = local_to_dense(probs.detach(), index, index, height * width) if probs is not None \
             else None
         grid = window_reverse(rearrange(mixed, "(b n) heads t d -> b n t (heads d)", b=batch), window, height, width)

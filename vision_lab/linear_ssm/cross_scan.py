@@ -24,8 +24,8 @@ from ..runtime import check_positive, check_int
 
 # %% auto #0
 __all__ = ['CROSS_SCAN_ORDERS', 'ZIGZAG_ORDERS', 'ATROUS_ORDERS', 'SCAN_ORDERS', 'DIRECTION_CODES', 'scan_order', 'inverse_order',
-           'direction_codes', 'scan_path_figure', 'scan_tokens', 'merge_tokens', 'scan_length', 'CrossScanMixer',
-           'erf_support_figure']
+           'direction_codes', 'scan_path_figure', 'scan_tokens', 'merge_tokens', 'scan_length', 'check_scan_orders',
+           'CrossScanMixer', 'erf_support_figure']
 
 # %% ../../nbs/linear_ssm/09_cross_scan.ipynb #60f1ae43
 CROSS_SCAN_ORDERS = ("raster", "raster_reversed", "column", "column_reversed")  # VMamba's four directions
@@ -150,7 +150,8 @@ def scan_length(orders, height: int, width: int) -> int:
     return sum(scan_order(name, height, width).numel() for name in orders)
 
 # %% ../../nbs/linear_ssm/09_cross_scan.ipynb #eead0fb1
-def _check_orders(orders) -> tuple[str, ...]:
+def check_scan_orders(orders) -> tuple[str, ...]:
+    """`orders` as a tuple if it is a non-empty tuple or list of SCAN_ORDERS names, else ValueError."""
     if isinstance(orders, str) or not isinstance(orders, (tuple, list)) or not orders:
         raise ValueError(f"orders={orders!r} must be a non-empty tuple of scan order names")
     for name in orders:
@@ -166,7 +167,7 @@ class CrossScanMixer(nn.Module):
     def __init__(self, dim: int, d_state: int = 16, expand: float = 2, d_conv: int = 3,
                  orders=CROSS_SCAN_ORDERS, dt_rank: int | str = "auto", bias: bool = False, conv_bias: bool = True):
         super().__init__()
-        self.orders = _check_orders(orders)
+        self.orders = check_scan_orders(orders)
         check_int(d_conv, "d_conv", odd=True, hint="a centred 2-D depthwise kernel")
         check_positive(expand, "expand")
         self.dim, self.d_state, self.d_inner = dim, d_state, int(expand * dim)

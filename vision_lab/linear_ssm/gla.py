@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from .. import ops
-from ..backbone import _default_heads
+from ..backbone import default_heads
 from ..registry import register_mixer, register_technique
 from ..runtime import check_positive, check_int
 
@@ -64,7 +64,7 @@ class GatedLinearAttention(nn.Module):
                  temperature: float = GLA_TEMPERATURE, bidirectional: bool = True, chunk_size: int = 16,
                  form: str = "chunked"):
         super().__init__()
-        heads = _default_heads(dim) if num_heads is None else num_heads
+        heads = default_heads(dim) if num_heads is None else num_heads
         if dim % check_int(heads, "num_heads"):
             raise ValueError(f"num_heads={num_heads!r} must divide dim={dim}")
         if not isinstance(expand_k, (int, float)) or isinstance(expand_k, bool) or not 0 < expand_k <= 4:

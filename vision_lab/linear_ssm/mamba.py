@@ -126,7 +126,7 @@ class MambaMixer(nn.Module):
     def __init__(self, dim: int, d_state: int = 16, expand: float = 2, d_conv: int = 4, orders=("raster",),
                  dt_rank: int | str = "auto", bias: bool = False, conv_bias: bool = True):
         super().__init__()
-        self.orders = _scan_orders()._check_orders(orders)
+        self.orders = _scan_orders().check_scan_orders(orders)
         check_int(d_conv, "d_conv")
         check_positive(expand, "expand")
         self.dim, self.d_state, self.d_conv, self.d_inner = dim, d_state, d_conv, int(expand * dim)

@@ -28,7 +28,7 @@ from ..attention.neighborhood import NeighborhoodAttention
 from ..attention.window import WindowAttention
 from ..backbone import AttentionMixer, DepthwiseConvMixer, IdentityMixer, PoolMixer
 from ..conv.convnext_dw import ConvNeXtDW
-from ..explorers import _Explorer
+from ..explorers import Explorer
 from .aff import AdaptiveFrequencyFilter, equivalent_kernel
 from .cross_scan import CrossScanMixer, scan_order
 from .gla import GatedLinearAttention, gla_bidirectional
@@ -669,7 +669,7 @@ def matrix_rows_figure(matrices: Mapping[str, torch.Tensor], query: tuple[int, i
                                 margin=dict(l=10, r=10, t=70, b=10))
 
 
-class MatrixRowExplorer(_Explorer):
+class MatrixRowExplorer(Explorer):
     """Row/col sliders pick a query token; every mixer's row of M is shown on the grid (`matrix_rows_figure`)."""
 
     def __init__(self, matrices: Mapping[str, torch.Tensor], grid: tuple[int, int], cols: int = 6):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .cross_scan import (ZIGZAG_ORDERS, _check_orders, direction_codes, inverse_order,
+from .cross_scan import (ZIGZAG_ORDERS, check_scan_orders, direction_codes, inverse_order,
                                               scan_order)
 from .mamba import SelectiveSSM, ssm_scan_flops
 from ..registry import register_mixer, register_technique
@@ -31,7 +31,7 @@ class PlainMambaMixer(nn.Module):
                  direction_embedding: bool = True, dt_rank: int | str = "auto", bias: bool = True,
                  conv_bias: bool = True):
         super().__init__()
-        self.orders = _check_orders(orders)
+        self.orders = check_scan_orders(orders)
         if direction_embedding and not set(self.orders) <= set(ZIGZAG_ORDERS):
             raise ValueError(f"orders={self.orders!r}: direction codes need continuous paths on every grid (the "
                              f"zigzag orders {ZIGZAG_ORDERS}); pass direction_embedding=False for other orders")

@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import nn
 
 from .. import ops
-from ..backbone import _default_heads
+from ..backbone import default_heads
 from ..registry import register_mixer, register_technique
 from ..runtime import check_int, check_fraction
 
@@ -34,7 +34,7 @@ class Retention(nn.Module):
     def __init__(self, dim: int, num_heads: int | None = None, bidirectional: bool = True, gamma: float | None = None,
                  chunk_size: int = 64, form: str = "auto", qkv_bias: bool = False):
         super().__init__()
-        heads = _default_heads(dim) if num_heads is None else num_heads
+        heads = default_heads(dim) if num_heads is None else num_heads
         if dim % check_int(heads, "num_heads"):
             raise ValueError(f"num_heads={num_heads!r} must divide dim={dim}")
         if form not in RETENTION_FORMS:

@@ -434,10 +434,10 @@ def nm_mask_figure(masks: dict[str, torch.Tensor], m: int, max_rows: int = 48, c
     return fig.update_layout(height=170 * rows + 80, width=1100, title=title, margin=dict(t=80, l=10, r=10, b=10))
 
 # %% ../../nbs/sparsity/01_nm_sparsity.ipynb #14014419
-from ..explorers import _Explorer
+from ..explorers import Explorer
 
 
-class MaskExplorer(_Explorer):
+class MaskExplorer(Explorer):
     """N:M mask snapshots of training runs: method / layer / step controls → one mask heatmap (new entries in red)."""
 
     def __init__(self, snapshots: dict[str, dict[int, dict[str, torch.Tensor | None]]], max_rows: int = 48):
