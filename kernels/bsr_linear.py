@@ -17,10 +17,10 @@ from torch import nn
 from torch.utils._python_dispatch import _disable_current_modes
 
 from vision_lab.kernels.depthwise_conv2d import _keep, _seconds
-from vision_lab.kernels.flash_attention import (_acc_types, _dot_precision, _n_blocks, block_mask_from_table,
+from vision_lab.kernels.flash_attention import (_n_blocks, block_mask_from_table,
                                                 block_table_from_mask)
-from vision_lab.runtime import (check_int, check_same_device, check_same_dtype, check_tensor, interpreter_active,
-                                next_power_of_2, resolve_backend)
+from vision_lab.runtime import (accumulator_types, check_int, check_same_device, check_same_dtype, check_tensor,
+                                dot_precision, interpreter_active, next_power_of_2, resolve_backend)
 
 # %% auto #0
 __all__ = ['BSR_BLOCK_SIZES', 'BSR_TABLE_DTYPES', 'BSR_CPU_ROUTES', 'bsr_weight_blocks', 'bsr_kept_blocks', 'bsr_block_mask',
@@ -224,8 +224,8 @@ def _launch_forward(x, values, bias, table, out_features: int, block: int) -> to
     block_m = _row_tile(m, block)
     _bsr_forward_kernel[(triton.cdiv(m, block_m), table.shape[0])](
         x, values if values.numel() else y, bias if bias is not None else y, y, starts, cols, m, in_features,
-        out_features, *x.stride(), *y.stride(), HAS_BIAS=bias is not None, ACC=_acc_types(x.dtype)[1],
-        PRECISION=_dot_precision(x.dtype), USE_DOT=block >= 16, BLOCK_M=block_m, BLOCK=block)
+        out_features, *x.stride(), *y.stride(), HAS_BIAS=bias is not None, ACC=accumulator_types(x.dtype)[1],
+        PRECISION=dot_precision(x.dtype), USE_DOT=block >= 16, BLOCK_M=block_m, BLOCK=block)
     return y
 
 
@@ -237,7 +237,7 @@ def _launch_grad_input(dy, values, table, in_features: int, block: int) -> torch
     block_m = _row_tile(m, block)
     _bsr_grad_input_kernel[(triton.cdiv(m, block_m), n_in)](
         dy, values if values.numel() else dx, dx, starts, rows, slots, m, in_features, out_features,
-        *dy.stride(), *dx.stride(), ACC=_acc_types(dy.dtype)[1], PRECISION=_dot_precision(dy.dtype),
+        *dy.stride(), *dx.stride(), ACC=accumulator_types(dy.dtype)[1], PRECISION=dot_precision(dy.dtype),
         USE_DOT=block >= 16, BLOCK_M=block_m, BLOCK=block)
     return dx
 
@@ -251,11 +251,11 @@ def _launch_grad_values(x, dy, values, table, block: int) -> torch.Tensor:
     block_m = _row_tile(m, block)
     n_tiles = triton.cdiv(m, block_m)
     n_split = 1 if interpreter_active() else max(1, min(n_tiles, triton.cdiv(1024, nnz)))
-    acc_torch, acc_tl = _acc_types(x.dtype)
+    acc_torch, acc_tl = accumulator_types(x.dtype)
     partial = torch.empty(n_split, nnz, block, block, device=x.device, dtype=acc_torch)
     _bsr_grad_values_kernel[(nnz, n_split)](
         x, dy, partial, rows.to(torch.int32).contiguous(), cols.to(torch.int32).contiguous(), m, in_features,
-        dy.shape[1], n_tiles, n_split, *x.stride(), *dy.stride(), ACC=acc_tl, PRECISION=_dot_precision(x.dtype),
+        dy.shape[1], n_tiles, n_split, *x.stride(), *dy.stride(), ACC=acc_tl, PRECISION=dot_precision(x.dtype),
         USE_DOT=block >= 16, BLOCK_M=block_m, BLOCK=block)
     return partial.sum(0).to(values.dtype)
 
@@ -279,7 +279,7 @@ class BSRLinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             d_values = _launch_grad_values(x, dy, values, table, ctx.block)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            d_bias = dy.sum(0, dtype=_acc_types(dy.dtype)[0]).to(dy.dtype)
+            d_bias = dy.sum(0, dtype=accumulator_types(dy.dtype)[0]).to(dy.dtype)
         return dx, d_values, d_bias, None, None, None
 
 # %% ../nbs/kernels/09_bsr_linear.ipynb #0be2073d

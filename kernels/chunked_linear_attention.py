@@ -16,8 +16,8 @@ import triton
 import triton.language as tl
 from einops import rearrange
 
-from vision_lab.runtime import (check_positive, check_int, check_same_device, check_same_dtype, check_tensor, interpreter_active,
-                                next_power_of_2, resolve_backend)
+from vision_lab.runtime import (accumulator_types, check_int, check_positive, check_same_device, check_same_dtype,
+                                check_tensor, dot_precision, interpreter_active, next_power_of_2, resolve_backend)
 
 # %% auto #0
 __all__ = ['LINEAR_CHUNK_SIZES', 'DEFAULT_LINEAR_CHUNK', 'GATE_SUB_BLOCK', 'MAX_LINEAR_HEAD_DIM', 'TORCH_GATE_SUB_BLOCK',
@@ -523,15 +523,6 @@ def _backward_grads_kernel(Q, K, V, DO, G, LOG_DECAY, STATES, DSTATES, DQ, DK_OU
 _STATE_TILE = None  # d_k / d_v tile of the state passes and the output's d_v tile; None: full under the interpreter
 
 
-def _acc_types(dtype: torch.dtype):
-    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
-
-
-def _dot_precision(dtype: torch.dtype) -> str:
-    # fp32 input gets full-precision products (tf32 would cost ~1e-3 relative error); 16-bit inputs ignore it
-    return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
-
-
 def _head_block(d: int) -> int:
     return max(16, next_power_of_2(d))
 
@@ -557,13 +548,13 @@ def _launch_states(k, v, cumulative, log_decay, chunk: int):
     batch, heads, n, dk = k.shape
     dv = v.shape[-1]
     n_chunks = triton.cdiv(n, chunk)
-    acc_torch, acc_tl = _acc_types(k.dtype)
+    acc_torch, acc_tl = accumulator_types(k.dtype)
     states = torch.empty(batch * heads, n_chunks + 1, dk, dv, device=k.device, dtype=acc_torch)
     tile_k, tile_v = _state_tile(dk), _state_tile(dv)
     _forward_states_kernel[(batch * heads, triton.cdiv(dk, tile_k), triton.cdiv(dv, tile_v))](
         k, v, states if cumulative is None else cumulative, states if log_decay is None else log_decay, states,
         heads, n, dk, dv, n_chunks * chunk, n_chunks, *k.stride(), *v.stride(),
-        GATE=_gate_mode(cumulative, log_decay), ACC=acc_tl, PRECISION=_dot_precision(k.dtype), CHUNK=chunk,
+        GATE=_gate_mode(cumulative, log_decay), ACC=acc_tl, PRECISION=dot_precision(k.dtype), CHUNK=chunk,
         BLOCK_K=tile_k, BLOCK_V=tile_v)
     return states
 
@@ -588,8 +579,8 @@ def _launch_output(q, k, v, cumulative, log_decay, states, scale: float, chunk: 
         q, k, v, states if cumulative is None else cumulative, states if log_decay is None else log_decay, states,
         out, heads, n, dk, dv, triton.cdiv(n, chunk) * chunk, scale, *_state_slot(states, causal),
         *q.stride(), *k.stride(), *v.stride(),
-        GATE=_gate_mode(cumulative, log_decay), INTRA=causal, ACC=_acc_types(q.dtype)[1],
-        PRECISION=_dot_precision(q.dtype), CHUNK=chunk, BLOCK_T=block_t, BLOCK_K=_head_block(dk), BLOCK_V=tile_v)
+        GATE=_gate_mode(cumulative, log_decay), INTRA=causal, ACC=accumulator_types(q.dtype)[1],
+        PRECISION=dot_precision(q.dtype), CHUNK=chunk, BLOCK_T=block_t, BLOCK_K=_head_block(dk), BLOCK_V=tile_v)
     return out
 
 
@@ -599,7 +590,7 @@ def _launch_backward(q, k, v, dout, cumulative, log_decay, scale: float, chunk: 
     batch, heads, n, dk = q.shape
     dv = v.shape[-1]
     n_chunks = triton.cdiv(n, chunk)
-    acc_torch, acc_tl = _acc_types(q.dtype)
+    acc_torch, acc_tl = accumulator_types(q.dtype)
     gate = _gate_mode(cumulative, log_decay)
     log_decay = None if log_decay is None else log_decay.contiguous()
     states = _launch_states(k, v, cumulative, log_decay, chunk)  # recomputed: one pass, not kept from forward
@@ -609,7 +600,7 @@ def _launch_backward(q, k, v, dout, cumulative, log_decay, scale: float, chunk: 
     _backward_states_kernel[(batch * heads, triton.cdiv(dk, tile_k), triton.cdiv(dv, tile_v))](
         q, dout, dummy if cumulative is None else cumulative, dummy if log_decay is None else log_decay, dstates,
         heads, n, dk, dv, n_chunks * chunk, n_chunks, scale, *q.stride(), *dout.stride(),
-        GATE=gate, ACC=acc_tl, PRECISION=_dot_precision(q.dtype), CHUNK=chunk, BLOCK_K=tile_k, BLOCK_V=tile_v)
+        GATE=gate, ACC=acc_tl, PRECISION=dot_precision(q.dtype), CHUNK=chunk, BLOCK_K=tile_k, BLOCK_V=tile_v)
     per_bh, state_stride, state_offset = _state_slot(states, causal)
     # the state after chunk c is slot c of dstates; non-causal: every chunk sees the total in the last slot
     dstate_stride, dstate_offset = (state_stride, 0) if causal else (0, n_chunks * dk * dv)
@@ -621,7 +612,7 @@ def _launch_backward(q, k, v, dout, cumulative, log_decay, scale: float, chunk: 
         states, dstates, dq, dk_, dv_, heads, n, dk, dv, n_chunks * chunk, scale,
         per_bh, state_stride, state_offset, dstate_stride, dstate_offset,
         *q.stride(), *k.stride(), *v.stride(), *dout.stride(),
-        GATE=gate, INTRA=causal, ACC=acc_tl, PRECISION=_dot_precision(q.dtype), CHUNK=chunk, BLOCK_T=block_t,
+        GATE=gate, INTRA=causal, ACC=acc_tl, PRECISION=dot_precision(q.dtype), CHUNK=chunk, BLOCK_T=block_t,
         BLOCK_K=_head_block(dk), BLOCK_V=_head_block(dv))
     return dq, dk_, dv_
 
@@ -631,7 +622,7 @@ class ChunkedLinearAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, log_gate, log_decay, scale, chunk, causal):
-        acc = _acc_types(q.dtype)[0]
+        acc = accumulator_types(q.dtype)[0]
         cumulative = None if log_gate is None else chunk_cumulative_gates(log_gate, chunk, acc)
         log_decay = None if log_decay is None else log_decay.contiguous()
         states = _launch_states(k, v, cumulative, log_decay, chunk)
@@ -645,7 +636,7 @@ class ChunkedLinearAttentionFunction(torch.autograd.Function):
     def backward(ctx, dout):
         q, k, v, cumulative, log_decay = ctx.saved_tensors
         decay_grads = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
-        acc = _acc_types(q.dtype)[0]
+        acc = accumulator_types(q.dtype)[0]
         dq, dk, dv = _launch_backward(q, k, v, dout, cumulative, log_decay, ctx.scale, ctx.chunk, ctx.causal,
                                       acc if decay_grads else None)
         d_log_gate = d_log_decay = None
@@ -725,7 +716,7 @@ def chunked_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     scale = _scale_of(q, scale)
     if normalize:  # the denominator q_t·z_t rides along as one more value column
         v = torch.cat([v, torch.ones_like(v[..., :1])], -1)
-    log_decay = _log_decays(decay, q.shape[1], torch.empty(0, device=q.device, dtype=_acc_types(q.dtype)[0]))
+    log_decay = _log_decays(decay, q.shape[1], torch.empty(0, device=q.device, dtype=accumulator_types(q.dtype)[0]))
 
     def causal_fn(q, k, v):
         return ChunkedLinearAttentionFunction.apply(q, k, v, log_gate, log_decay, scale, chunk_size, True)
@@ -737,7 +728,7 @@ def chunked_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     else:
         out = _bidirectional(causal_fn, q, k, v, scale)
     if normalize:
-        compute = _acc_types(q.dtype)[0]
+        compute = accumulator_types(q.dtype)[0]
         out = (out[..., :-1].to(compute) / (out[..., -1:].to(compute) + eps)).to(q.dtype)
     return out
 

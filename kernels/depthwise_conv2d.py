@@ -18,8 +18,8 @@ from einops import rearrange
 
 from torch.utils._python_dispatch import _disable_current_modes
 
-from vision_lab.runtime import (check_int, check_same_device, check_same_dtype, check_tensor, interpreter_active,
-                                next_power_of_2, resolve_backend)
+from vision_lab.runtime import (accumulator_types, check_int, check_same_device, check_same_dtype, check_tensor,
+                                interpreter_active, next_power_of_2, resolve_backend)
 
 # %% auto #0
 __all__ = ['WEIGHT_KINDS', 'DENSE_ROUTES', 'PER_PIXEL_ROUTES', 'CPU_ROUTES', 'NCHW_MAX_WINDOW', 'FFT_MIN_WINDOW',
@@ -369,10 +369,6 @@ def _depthwise_grad_pixel_weight_kernel(X, DY, DW, C, H, W, G, K, dilation,
                  mask=(j[:, None] < K) & p_ok[None, :])
 
 # %% ../nbs/kernels/02_depthwise_conv2d.ipynb #350e21e5
-def _acc_types(dtype: torch.dtype):
-    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
-
-
 def _weight_strides(weight: torch.Tensor) -> tuple[int, int, int, int, int]:
     # (batch, channel or group, tap, h, w) strides; a static weight has no batch, a non-pixel one no h, w
     if weight.ndim == 3:
@@ -396,14 +392,14 @@ def _launch_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         x, weight, bias if bias is not None else weight, y, channels, height, width, groups, k, dilation,
         *x.stride(), *y.stride(), *_weight_strides(weight),
         PER_PIXEL=weight.ndim == 5, TRANSPOSE=transpose, HAS_BIAS=bias is not None,
-        ACC=_acc_types(x.dtype)[1], BLOCK_C=block_c, BLOCK_K=block_k, BLOCK_P=block_p)
+        ACC=accumulator_types(x.dtype)[1], BLOCK_C=block_c, BLOCK_K=block_k, BLOCK_P=block_p)
     return y
 
 
 def _launch_grad_weight(x: torch.Tensor, dy: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
     batch, channels, height, width = x.shape
     k = window_size(weight)
-    acc = _acc_types(x.dtype)
+    acc = accumulator_types(x.dtype)
     interpret = interpreter_active()
     if weight.ndim == 5:
         groups = weight.shape[1]
@@ -447,7 +443,7 @@ class DepthwiseConv2dFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             dw = _launch_grad_weight(x, dy, weight, ctx.dilation)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = dy.sum((0, 2, 3), dtype=_acc_types(dy.dtype)[0]).to(dy.dtype)
+            db = dy.sum((0, 2, 3), dtype=accumulator_types(dy.dtype)[0]).to(dy.dtype)
         return dx, dw, db, None
 
 # %% ../nbs/kernels/02_depthwise_conv2d.ipynb #90021eb9

@@ -17,7 +17,8 @@ import triton.language as tl
 from einops import rearrange
 
 from vision_lab.kernels.depthwise_conv2d import _smooth_size
-from vision_lab.runtime import check_fraction, check_int, check_same_device, check_same_dtype, check_tensor, next_power_of_2, resolve_backend
+from vision_lab.runtime import (accumulator_types, check_fraction, check_int, check_same_device, check_same_dtype,
+                                check_tensor, dot_precision, next_power_of_2, resolve_backend)
 
 # %% auto #0
 __all__ = ['FFT_CONV_PADDINGS', 'FFT_CONV_MAX_AXIS', 'FFT_CONV_MAX_ON_CHIP', 'FFT_CONV_FREQUENCY_BLOCK',
@@ -732,15 +733,6 @@ def _tiles(axes: tuple) -> tuple[int, int]:
     return max(16, next_power_of_2(axes[0])), max(16, next_power_of_2(axes[1]))
 
 
-def _acc_types(dtype: torch.dtype):
-    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
-
-
-def _dot_precision(dtype: torch.dtype) -> str:
-    # fp32 input gets full-precision products (tf32 would cost ~1e-3 relative error); 16-bit inputs take tf32
-    return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
-
-
 def _signal_strides(x: torch.Tensor) -> tuple[int, int, int, int]:
     return (x.stride(0), x.stride(1), x.stride(2), x.stride(3) if x.dim() == 4 else 0)
 
@@ -765,7 +757,7 @@ def _kernel_spectrum(frame, mask, axes, rank, acc):
 
 def _launch_conv(x: torch.Tensor, spectrum_re, spectrum_im, flags, axes: tuple, conjugate: bool) -> torch.Tensor:
     rank = x.dim() - 2
-    acc_torch, acc_tl = _acc_types(x.dtype)
+    acc_torch, acc_tl = accumulator_types(x.dtype)
     matrices = _kernel_matrices(axes, rank, acc_torch, x.device)
     block_a, block_b = _tiles(axes)
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -773,7 +765,7 @@ def _launch_conv(x: torch.Tensor, spectrum_re, spectrum_im, flags, axes: tuple, 
     _monarch_conv_kernel[(x.shape[1], triton.cdiv(x.shape[0], 2))](
         x, spectrum_re, spectrum_im, flags, *matrices, y, x.shape[0], signal[0], signal[1], axes[0], axes[1],
         flags.shape[1], 1.0 / (axes[0] * axes[1]), *_signal_strides(x), *_signal_strides(y),
-        ONE_D=rank == 1, CONJ=conjugate, ACC=acc_tl, PRECISION=_dot_precision(x.dtype), BLOCK_A=block_a,
+        ONE_D=rank == 1, CONJ=conjugate, ACC=acc_tl, PRECISION=dot_precision(x.dtype), BLOCK_A=block_a,
         BLOCK_B=block_b, BLOCK_F=FFT_CONV_FREQUENCY_BLOCK, num_warps=4 if block_a * block_b <= 1024 else 8)
     return y
 
@@ -787,7 +779,7 @@ def _weight_grad_splits(channels: int, pairs: int, device) -> int:
 
 def _launch_weight_grad(u: torch.Tensor, dy: torch.Tensor, full_mask, axes: tuple) -> torch.Tensor:
     rank = u.dim() - 2
-    acc_torch, acc_tl = _acc_types(u.dtype)
+    acc_torch, acc_tl = accumulator_types(u.dtype)
     matrices = _kernel_matrices(axes, rank, acc_torch, u.device)
     block_a, block_b = _tiles(axes)
     batch, channels = u.shape[:2]
@@ -800,7 +792,7 @@ def _launch_weight_grad(u: torch.Tensor, dy: torch.Tensor, full_mask, axes: tupl
         u, dy, mask, *matrices, partial_frames, batch, channels, signal[0], signal[1], axes[0], axes[1], pairs, splits,
         1.0 / (axes[0] * axes[1]), 0 if full_mask is None or full_mask.shape[0] == 1 else axes[0] * axes[1],
         *_signal_strides(u), *_signal_strides(dy), ONE_D=rank == 1, HAS_MASK=full_mask is not None, ACC=acc_tl,
-        PRECISION=_dot_precision(u.dtype), BLOCK_A=block_a, BLOCK_B=block_b,
+        PRECISION=dot_precision(u.dtype), BLOCK_A=block_a, BLOCK_B=block_b,
         num_warps=4 if block_a * block_b <= 1024 else 8)
     return partial_frames.sum(0)
 
@@ -808,14 +800,14 @@ def _launch_weight_grad(u: torch.Tensor, dy: torch.Tensor, full_mask, axes: tupl
 def _triton_forward(u, frame, mask, conjugate: bool = False):
     rank, grid = frame.dim() - 1, tuple(frame.shape[1:])
     axes = _tile_axes(grid)
-    spectrum_re, spectrum_im, _, flags = _kernel_spectrum(frame, mask, axes, rank, _acc_types(u.dtype)[0])
+    spectrum_re, spectrum_im, _, flags = _kernel_spectrum(frame, mask, axes, rank, accumulator_types(u.dtype)[0])
     return _launch_conv(u, spectrum_re, spectrum_im, flags, axes, conjugate)
 
 
 def _triton_backward(u, frame, mask, dy, need_u: bool, need_k: bool):
     rank, grid = frame.dim() - 1, tuple(frame.shape[1:])
     axes = _tile_axes(grid)
-    spectrum_re, spectrum_im, full, flags = _kernel_spectrum(frame, mask, axes, rank, _acc_types(u.dtype)[0])
+    spectrum_re, spectrum_im, full, flags = _kernel_spectrum(frame, mask, axes, rank, accumulator_types(u.dtype)[0])
     du = _launch_conv(dy, spectrum_re, spectrum_im, flags, axes, conjugate=True) if need_u else None
     dframe = None
     if need_k:  # the tile layout of the frame is row-major frame order, in 1-D and 2-D alike

@@ -17,7 +17,8 @@ import triton
 import triton.language as tl
 from einops import rearrange
 
-from vision_lab.runtime import check_fraction, check_same_device, check_same_dtype, check_tensor, next_power_of_2, resolve_backend
+from vision_lab.runtime import (accumulator_types, check_fraction, check_same_device, check_same_dtype, check_tensor,
+                                dot_precision, next_power_of_2, resolve_backend)
 
 # %% auto #0
 __all__ = ['FLASH_BLOCK_SIZE', 'FLASH_BLOCK_SIZES', 'FLASH_HEAD_DIMS', 'block_table_from_mask', 'block_mask_from_table',
@@ -312,15 +313,6 @@ def _flash_query_major_kernel(Q, K, V, DO, LSE, DELTA, DQ, TABLE, COUNTS, H, N_Q
              mask=(rows < N_Q)[:, None] & (dims < D)[None, :])
 
 # %% ../nbs/kernels/03_flash_attention.ipynb #e73716d0
-def _acc_types(dtype: torch.dtype):
-    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
-
-
-def _dot_precision(dtype: torch.dtype) -> str:
-    # fp32 input gets full-precision products (tf32 would cost ~1e-3 relative error); 16-bit inputs ignore it
-    return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
-
-
 def default_flash_tile(n_queries: int, n_keys: int) -> int:
     """The tile the kernels use without a block table: 64, or the next power of two ≥ 16 for short sequences."""
     return min(64, max(16, next_power_of_2(max(n_queries, n_keys))))
@@ -346,14 +338,14 @@ def _transposed_table(table: torch.Tensor | None, n_query_blocks: int, n_key_blo
 def _launch_forward(q, k, v, table, causal: bool, scale: float, block: int):
     batch, heads, n_q, d = q.shape
     n_k = k.shape[-2]
-    acc_torch, acc_tl = _acc_types(q.dtype)
+    acc_torch, acc_tl = accumulator_types(q.dtype)
     out = torch.empty(q.shape, device=q.device, dtype=q.dtype)
     lse = torch.empty(batch, heads, n_q, device=q.device, dtype=acc_torch)
     table_args = _table_launch_args(table, batch, heads, lse)
     _flash_forward_kernel[(_n_blocks(n_q, block), batch * heads)](
         q, k, v, out, lse, table_args[0], table_args[1], heads, n_q, n_k, d, scale,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *table_args[2:],
-        CAUSAL=causal, HAS_TABLE=table is not None, ACC=acc_tl, PRECISION=_dot_precision(q.dtype),
+        CAUSAL=causal, HAS_TABLE=table is not None, ACC=acc_tl, PRECISION=dot_precision(q.dtype),
         BLOCK_M=block, BLOCK_N=block, BLOCK_D=next_power_of_2(d))
     return out, lse
 
@@ -362,7 +354,7 @@ def _launch_key_major(q, k, v, lse, table, causal: bool, scale: float, block: in
     # dout given: (dk, dv); otherwise the column sums Σ_queries P, (B, h, N_k) in the accumulator dtype
     batch, heads, n_q, d = q.shape
     n_k = k.shape[-2]
-    acc_torch, acc_tl = _acc_types(q.dtype)
+    acc_torch, acc_tl = accumulator_types(q.dtype)
     grads = dout is not None
     transposed = _transposed_table(table, _n_blocks(n_q, block), _n_blocks(n_k, block))
     dk = torch.empty(k.shape, device=q.device, dtype=q.dtype) if grads else lse
@@ -374,7 +366,7 @@ def _launch_key_major(q, k, v, lse, table, causal: bool, scale: float, block: in
         q, k, v, dout, lse, delta if grads else lse, dk, dv, sums, table_args[0], table_args[1],
         heads, n_q, n_k, d, scale, *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *table_args[2:],
         CAUSAL=causal, HAS_TABLE=table is not None, GRADS=grads, COLUMN_SUMS=not grads, ACC=acc_tl,
-        PRECISION=_dot_precision(q.dtype), BLOCK_M=block, BLOCK_N=block, BLOCK_D=next_power_of_2(d))
+        PRECISION=dot_precision(q.dtype), BLOCK_M=block, BLOCK_N=block, BLOCK_D=next_power_of_2(d))
     return (dk, dv) if grads else sums
 
 
@@ -386,7 +378,7 @@ def _launch_dq(q, k, v, dout, lse, delta, table, causal: bool, scale: float, blo
     _flash_query_major_kernel[(_n_blocks(n_q, block), batch * heads)](
         q, k, v, dout, lse, delta, dq, table_args[0], table_args[1], heads, n_q, n_k, d, scale,
         *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *table_args[2:],
-        CAUSAL=causal, HAS_TABLE=table is not None, ACC=_acc_types(q.dtype)[1], PRECISION=_dot_precision(q.dtype),
+        CAUSAL=causal, HAS_TABLE=table is not None, ACC=accumulator_types(q.dtype)[1], PRECISION=dot_precision(q.dtype),
         BLOCK_M=block, BLOCK_N=block, BLOCK_D=next_power_of_2(d))
     return dq
 
@@ -415,7 +407,7 @@ class FlashAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, _dlse):
         q, k, v, out, lse, table = _saved_attention(ctx)
-        acc = _acc_types(q.dtype)[0]
+        acc = accumulator_types(q.dtype)[0]
         delta = (dout.to(acc) * out.to(acc)).sum(-1)  # D = rowsum(dO ∘ O), the softmax backward's row term
         dk, dv = _launch_key_major(q, k, v, lse, table, ctx.causal, ctx.scale, ctx.block, dout, delta)
         dq = _launch_dq(q, k, v, dout, lse, delta, table, ctx.causal, ctx.scale, ctx.block)
@@ -494,7 +486,7 @@ def _probabilities_(scores, lse_blocks, start, stop):
 def _blockwise_forward(q, k, v, table, causal: bool, scale: float, block: int):
     batch, heads, n_q, d = q.shape
     n_k = k.shape[-2]
-    acc = _acc_types(q.dtype)[0]
+    acc = accumulator_types(q.dtype)[0]
     q_blocks, k_blocks, v_blocks = (_blocks(t.to(acc), block) for t in (q, k, v))
     rows = _table_rows(table, batch, heads, n_q, n_k, causal, block, q.device)
     out = torch.empty_like(q_blocks)
@@ -514,7 +506,7 @@ def _blockwise_forward(q, k, v, table, causal: bool, scale: float, block: int):
 def _blockwise_column_sums(q, k, lse, table, causal: bool, scale: float, block: int) -> torch.Tensor:
     batch, heads, n_q, d = q.shape
     n_k = k.shape[-2]
-    acc = _acc_types(q.dtype)[0]
+    acc = accumulator_types(q.dtype)[0]
     q_blocks, k_blocks = _blocks(q.to(acc), block), _blocks(k.to(acc), block)
     lse_blocks = _row_blocks(lse, block, float("inf"))
     rows = _table_rows(table, batch, heads, n_q, n_k, causal, block, q.device)
@@ -528,7 +520,7 @@ def _blockwise_column_sums(q, k, lse, table, causal: bool, scale: float, block: 
 def _blockwise_backward(q, k, v, out, lse, dout, table, causal: bool, scale: float, block: int):
     batch, heads, n_q, d = q.shape
     n_k = k.shape[-2]
-    acc = _acc_types(q.dtype)[0]
+    acc = accumulator_types(q.dtype)[0]
     q_blocks, k_blocks, v_blocks, do_blocks = (_blocks(t.to(acc), block) for t in (q, k, v, dout))
     lse_blocks = _row_blocks(lse, block, float("inf"))
     delta = _row_blocks((dout.to(acc) * out.to(acc)).sum(-1), block, 0.0)  # D = rowsum(dO ∘ O)
@@ -719,7 +711,7 @@ def attention_prefix_scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, 
     out = torch.empty(batch, heads, n_q, k.shape[-2], d, device=q.device, dtype=q.dtype)
     _prefix_scan_kernel[(n_q, batch * heads)](
         q, k, v, out, heads, k.shape[-2], d, scale, *q.stride(), *k.stride(), *v.stride(),
-        ACC=_acc_types(q.dtype)[1], BLOCK_N=next_power_of_2(k.shape[-2]), BLOCK_D=next_power_of_2(d))
+        ACC=accumulator_types(q.dtype)[1], BLOCK_N=next_power_of_2(k.shape[-2]), BLOCK_D=next_power_of_2(d))
     return out
 
 # %% ../nbs/kernels/03_flash_attention.ipynb #f729714b

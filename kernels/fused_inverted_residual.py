@@ -15,8 +15,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from vision_lab.runtime import (check_same_device, check_same_dtype, check_tensor, interpreter_active,
-                                next_power_of_2, resolve_backend)
+from vision_lab.runtime import (check_same_device, check_same_dtype, check_tensor, interpreter_active, next_power_of_2,
+                                resolve_backend)
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'MAX_FUSED_WINDOW', 'activate', 'inverted_residual_reference', 'fused_tile_sizes',

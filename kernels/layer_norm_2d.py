@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 from torch import nn
 
-from vision_lab.runtime import (check_positive, check_contiguous, check_same_device, check_tensor, interpreter_active,
+from vision_lab.runtime import (check_contiguous, check_positive, check_same_device, check_tensor, interpreter_active,
                                 next_power_of_2, resolve_backend)
 
 # %% auto #0

@@ -15,9 +15,8 @@ import triton.language as tl
 from einops import rearrange
 from torch import nn
 
-from vision_lab.kernels.flash_attention import _acc_types, _dot_precision
-from vision_lab.runtime import (check_int, check_same_device, check_same_dtype, check_tensor, interpreter_active,
-                                next_power_of_2, resolve_backend)
+from vision_lab.runtime import (accumulator_types, check_int, check_same_device, check_same_dtype, check_tensor,
+                                dot_precision, interpreter_active, next_power_of_2, resolve_backend)
 
 # %% auto #0
 __all__ = ['MASKED_CONV_ROUTES', 'MASKED_CONV_GATHER_MAX_ACTIVE', 'MASKED_CONV_TILES', 'conv_output_mask',
@@ -326,8 +325,8 @@ def _launch_masked_conv(source: torch.Tensor, weight: torch.Tensor, bias: torch.
         source, weight, bias if bias is not None else weight, _mask_plane(source_mask), _mask_plane(dest_mask), y,
         table, n_active, h_src, w_src, h_dst, w_dst, cs_g, cd_g, k, stride, padding, n_th, n_tw, n_d_blocks,
         *source.stride(), *y.stride(), *w_strides,
-        TRANSPOSE=transpose, DEPTHWISE=depthwise, HAS_BIAS=bias is not None, ACC=_acc_types(source.dtype)[1],
-        PRECISION=_dot_precision(source.dtype), BLOCK_D=block_d, BLOCK_S=block_s, BLOCK_K=next_power_of_2(k),
+        TRANSPOSE=transpose, DEPTHWISE=depthwise, HAS_BIAS=bias is not None, ACC=accumulator_types(source.dtype)[1],
+        PRECISION=dot_precision(source.dtype), BLOCK_D=block_d, BLOCK_S=block_s, BLOCK_K=next_power_of_2(k),
         TILE=tile)
     return y
 
@@ -354,13 +353,13 @@ def _launch_masked_grad_weight(x: torch.Tensor, dy: torch.Tensor, weight: torch.
     # enough programs to fill a GPU (~4 per SM), each reducing a strided share of the active tiles
     programs = groups * n_co_blocks * n_ci_blocks * k
     n_split = 1 if interpret else max(1, min(n_active, triton.cdiv(512, programs)))
-    acc_dtype = _acc_types(x.dtype)[0]
+    acc_dtype = accumulator_types(x.dtype)[0]
     partial = torch.empty(n_split, out_channels, in_per_group, k, k, device=x.device, dtype=acc_dtype)
     _masked_conv_grad_weight_kernel[(groups * n_co_blocks, n_ci_blocks, k * n_split)](
         x, dy, _mask_plane(in_mask), _mask_plane(out_mask), partial, table, n_active, n_split,
         height, width, out_h, out_w, out_channels, in_per_group, cout_g, k, stride, padding, n_th, n_tw, n_co_blocks,
         *x.stride(), *dy.stride(),
-        DEPTHWISE=depthwise, ACC=_acc_types(x.dtype)[1], PRECISION=_dot_precision(x.dtype),
+        DEPTHWISE=depthwise, ACC=accumulator_types(x.dtype)[1], PRECISION=dot_precision(x.dtype),
         BLOCK_CO=block_co, BLOCK_CI=block_ci, BLOCK_K=next_power_of_2(k), TILE=tile)
     return partial.sum(0).to(weight.dtype)
 
@@ -389,7 +388,7 @@ class MaskedConv2dFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             dw = _launch_masked_grad_weight(x, dy, weight, mask, out_mask, stride, padding, tile)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = torch.where(out_mask, dy, 0).sum((0, 2, 3), dtype=_acc_types(dy.dtype)[0]).to(dy.dtype)
+            db = torch.where(out_mask, dy, 0).sum((0, 2, 3), dtype=accumulator_types(dy.dtype)[0]).to(dy.dtype)
         return dx, dw, db, None, None, None, None
 
 # %% ../nbs/kernels/10_masked_conv.ipynb #26a95b59
@@ -490,7 +489,7 @@ def _merge_tile_stats(count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor)
 
 def _launch_sparse_bn_stats(x: torch.Tensor, mask: torch.Tensor, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
     batch, channels, height, width = x.shape
-    acc_torch, acc = _acc_types(x.dtype)
+    acc_torch, acc = accumulator_types(x.dtype)
     table, n_active = masked_tile_table(mask, tile)
     if n_active == 0:
         zeros = torch.zeros(channels, device=x.device, dtype=acc_torch)

@@ -15,7 +15,8 @@ import triton
 import triton.language as tl
 from einops import rearrange
 
-from vision_lab.runtime import check_int, check_same_device, check_same_dtype, check_tensor, next_power_of_2, resolve_backend
+from vision_lab.runtime import (accumulator_types, check_int, check_same_device, check_same_dtype, check_tensor,
+                                next_power_of_2, resolve_backend)
 
 # %% auto #0
 __all__ = ['CPU_SCAN_BLOCK_ELEMENTS', 'CPU_SCAN_SMALL_STEP', 'SCAN_CHUNK_SIZES', 'MAX_SCAN_STATE', 'selective_scan_reference',
@@ -611,10 +612,6 @@ def _selective_scan_backward_kernel(
         tl.store(DD_PART + b * DIM + dims, dD, mask=dmask)
 
 # %% ../nbs/kernels/06_selective_scan.ipynb #9375eb0c
-def _acc_types(dtype: torch.dtype):
-    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
-
-
 def _scan_tiles(dim: int, chunk: int | None) -> tuple[int, int]:
     # (BLOCK_D, T)
     from vision_lab.runtime import interpreter_active
@@ -644,7 +641,7 @@ class SelectiveScanFunction(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, order, delta_softplus, chunk):
         batch, dim, length = u.shape
         state = A.shape[1]
-        acc_torch, acc_tl = _acc_types(u.dtype)
+        acc_torch, acc_tl = accumulator_types(u.dtype)
         block_d, chunk = _scan_tiles(dim, chunk)
         n_chunks = triton.cdiv(length, chunk)
         y = torch.empty(batch, dim, length, device=u.device, dtype=u.dtype)
@@ -668,7 +665,7 @@ class SelectiveScanFunction(torch.autograd.Function):
         u, delta, A, B, C, D, z, delta_bias, order, checkpoints = ctx.saved_tensors
         batch, dim, length = u.shape
         state, n_chunks = A.shape[1], checkpoints.shape[2]
-        acc_torch, acc_tl = _acc_types(u.dtype)
+        acc_torch, acc_tl = accumulator_types(u.dtype)
         block_d, chunk = _scan_tiles(dim, ctx.chunk)
         n_dblocks = triton.cdiv(dim, block_d)
         if dout is None:

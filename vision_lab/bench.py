@@ -26,7 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
-from .runtime import check_positive, check_int, resolve_device
+from .runtime import check_int, check_positive, resolve_device
 from .settings import get_settings, results_path
 
 # %% auto #0

@@ -19,7 +19,8 @@ from .settings import CHOICES, SettingsError, get_settings
 # %% auto #0
 __all__ = ['FLOAT_DTYPES', 'resolve_device', 'triton_available', 'interpreter_requested', 'kernels_imported',
            'interpreter_active', 'prepare_triton', 'resolve_backend', 'check_tensor', 'check_same_device',
-           'check_same_dtype', 'check_contiguous', 'check_int', 'check_fraction', 'check_positive', 'next_power_of_2']
+           'check_same_dtype', 'check_contiguous', 'check_int', 'check_fraction', 'check_positive', 'accumulator_types',
+           'dot_precision', 'next_power_of_2']
 
 # %% ../nbs/03_runtime.ipynb #b49a5b04
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -169,6 +170,18 @@ def check_positive(value, name: str, hint: str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name}={value!r} must be a finite positive number" + (f" ({hint})" if hint else ""))
     return float(value)
+
+
+def accumulator_types(dtype: torch.dtype) -> tuple:
+    """(torch dtype, tl dtype) a kernel accumulates `dtype` inputs in: float64 for float64, float32 for the rest."""
+    import triton.language as tl  # called at launch, after prepare_triton: importing triton earlier must not happen here
+
+    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """`tl.dot`'s input_precision for `dtype`: 'ieee' for fp32/fp64 (tf32 costs ~1e-3 relative error), else 'tf32'."""
+    return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"  # 16-bit inputs ignore it
 
 
 def next_power_of_2(n: int) -> int:

@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 from torch import nn
 from tqdm.auto import tqdm
 
-from .runtime import check_int, check_fraction
+from .runtime import check_fraction, check_int
 from .settings import get_settings
 
 # %% auto #0

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..backbone import AttentionMixer
 from ..registry import register_mixer, register_technique
-from ..runtime import check_positive, check_int
+from ..runtime import check_int, check_positive
 
 # %% auto #0
 __all__ = ['GLMix', 'glmix_flops']

@@ -20,7 +20,7 @@ from torch import nn
 
 from .mamba import SelectiveSSM, ssm_scan_flops
 from ..registry import register_mixer, register_technique
-from ..runtime import check_positive, check_int
+from ..runtime import check_int, check_positive
 
 # %% auto #0
 __all__ = ['CROSS_SCAN_ORDERS', 'ZIGZAG_ORDERS', 'ATROUS_ORDERS', 'SCAN_ORDERS', 'DIRECTION_CODES', 'scan_order', 'inverse_order',

@@ -18,7 +18,7 @@ from torch import nn
 from .. import ops
 from ..backbone import default_heads
 from ..registry import register_mixer, register_technique
-from ..runtime import check_positive, check_int
+from ..runtime import check_int, check_positive
 
 # %% auto #0
 __all__ = ['GLA_GATE_RANK', 'GLA_TEMPERATURE', 'GLA_FORMS', 'gla_log_gate', 'gla_bidirectional', 'GatedLinearAttention']

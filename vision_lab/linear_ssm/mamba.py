@@ -15,7 +15,7 @@ from torch import nn
 
 from .. import ops
 from ..registry import register_mixer, register_technique
-from ..runtime import check_positive, check_int
+from ..runtime import check_int, check_positive
 
 # %% auto #0
 __all__ = ['s4d_real_log_a', 'ssm_scan_flops', 'SelectiveSSM', 'hidden_attention_matrix', 'MambaMixer', 'ssm_mixer_flops']

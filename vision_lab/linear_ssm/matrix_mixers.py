@@ -38,7 +38,7 @@ from .plain_mamba import PlainMambaMixer
 from .retention import Retention
 from .s4d import RasterLongConv, two_sided_kernel
 from ..registry import build_mixer, list_mixers, register_mixer, register_technique
-from ..runtime import check_fraction, check_positive, check_int
+from ..runtime import check_fraction, check_int, check_positive
 from ..testing import assert_close, tolerance
 from ..viz import MAX_MIXER_MATRIX, mixer_jacobian
 

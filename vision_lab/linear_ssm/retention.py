@@ -17,7 +17,7 @@ from torch import nn
 from .. import ops
 from ..backbone import default_heads
 from ..registry import register_mixer, register_technique
-from ..runtime import check_int, check_fraction
+from ..runtime import check_fraction, check_int
 
 # %% auto #0
 __all__ = ['RETENTION_FORMS', 'PARALLEL_MAX_TOKENS', 'Retention', 'decay_grid']

@@ -19,7 +19,7 @@ from ..attention.vit import LabViT, ViTBlock
 from ..backbone import AttentionMixer
 from ..bench import attention_flops
 from ..registry import register_technique
-from ..runtime import check_int, check_fraction
+from ..runtime import check_fraction, check_int
 
 # %% auto #0
 __all__ = ['TOKEN_METHODS', 'PRUNING_METHODS', 'check_attention_vit', 'BlockReadout', 'block_on_tokens', 'kept_count',
