@@ -14,13 +14,10 @@ import triton
 import triton.language as tl
 from einops import rearrange
 from torch import nn
-from torch.utils._python_dispatch import _disable_current_modes
 
-from vision_lab.kernels.depthwise_conv2d import _keep, _seconds
-from vision_lab.kernels.flash_attention import (_n_blocks, block_mask_from_table,
-                                                block_table_from_mask)
+from vision_lab.kernels.flash_attention import block_mask_from_table, block_table_from_mask
 from vision_lab.runtime import (accumulator_types, check_int, check_same_device, check_same_dtype, check_tensor,
-                                dot_precision, interpreter_active, next_power_of_2, resolve_backend)
+                                dot_precision, fastest_route, interpreter_active, next_power_of_2, resolve_backend)
 
 # %% auto #0
 __all__ = ['BSR_BLOCK_SIZES', 'BSR_TABLE_DTYPES', 'BSR_CPU_ROUTES', 'bsr_weight_blocks', 'bsr_kept_blocks', 'bsr_block_mask',
@@ -47,8 +44,8 @@ def _check_features(**sizes) -> None:
 def bsr_weight_blocks(weight: torch.Tensor, block_size: int) -> torch.Tensor:
     """The weight (O, I) as a zero-padded grid of blocks (n_O, n_I, b, b)."""
     out_features, in_features = weight.shape
-    pad_in = _n_blocks(in_features, block_size) * block_size - in_features
-    pad_out = _n_blocks(out_features, block_size) * block_size - out_features
+    pad_in = triton.cdiv(in_features, block_size) * block_size - in_features
+    pad_out = triton.cdiv(out_features, block_size) * block_size - out_features
     return rearrange(F.pad(weight, (0, pad_in, 0, pad_out)), "(r o) (c i) -> r c o i", o=block_size, i=block_size)
 
 
@@ -60,7 +57,7 @@ def bsr_kept_blocks(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def bsr_block_mask(table: torch.Tensor, in_features: int, block_size: int) -> torch.Tensor:
     """The boolean block mask (n_O, n_I) a table keeps."""
-    return block_mask_from_table(table[None], _n_blocks(in_features, block_size))[0]
+    return block_mask_from_table(table[None], triton.cdiv(in_features, block_size))[0]
 
 
 def bsr_from_dense(weight: torch.Tensor, block_size: int,
@@ -82,7 +79,7 @@ def bsr_to_dense(values: torch.Tensor, table: torch.Tensor, *, out_features: int
                  block_size: int) -> torch.Tensor:
     """The dense weight (O, I): kept blocks from `values`, zeros elsewhere (differentiable in `values`)."""
     rows, cols = bsr_kept_blocks(table)
-    blocks = values.new_zeros(table.shape[0], _n_blocks(in_features, block_size), block_size, block_size)
+    blocks = values.new_zeros(table.shape[0], triton.cdiv(in_features, block_size), block_size, block_size)
     blocks = blocks.index_put((rows.to(values.device), cols.to(values.device)), values)
     return rearrange(blocks, "r c o i -> (r o) (c i)")[:out_features, :in_features]
 
@@ -91,7 +88,7 @@ def check_bsr_table(table, *, out_features: int, in_features: int, block_size: i
                     nnz: int | None = None) -> torch.Tensor:
     """Raise ValueError naming `table` unless it is a valid block table for this layer (and lists `nnz` blocks)."""
     check_tensor(table, "table", ndim=2, dtypes=BSR_TABLE_DTYPES)
-    n_out, n_in = _n_blocks(out_features, block_size), _n_blocks(in_features, block_size)
+    n_out, n_in = triton.cdiv(out_features, block_size), triton.cdiv(in_features, block_size)
     if table.shape[0] != n_out:
         raise ValueError(f"table has shape {tuple(table.shape)}; expected (n_out_blocks={n_out}, max_blocks) for "
                          f"out_features={out_features} in blocks of block_size={block_size}")
@@ -231,7 +228,7 @@ def _launch_forward(x, values, bias, table, out_features: int, block: int) -> to
 
 def _launch_grad_input(dy, values, table, in_features: int, block: int) -> torch.Tensor:
     m, out_features = dy.shape
-    n_in = _n_blocks(in_features, block)
+    n_in = triton.cdiv(in_features, block)
     starts, rows, slots = _csc(table, n_in)
     dx = torch.empty(m, in_features, device=dy.device, dtype=dy.dtype)
     block_m = _row_tile(m, block)
@@ -307,7 +304,7 @@ class BSRLinearBlocksFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, values, bias, table, out_features, block):
         pairs = list(zip(*(t.tolist() for t in bsr_kept_blocks(table))))
-        x_slabs = _transposed_slabs(x, _n_blocks(x.shape[1], block), block)
+        x_slabs = _transposed_slabs(x, triton.cdiv(x.shape[1], block), block)
         y_slabs = x.new_zeros(table.shape[0], block, x.shape[0])
         for k, (r, j) in enumerate(pairs):
             torch.addmm(y_slabs[r], values[k], x_slabs[j], out=y_slabs[r])  # in place, and FlopCounterMode sees it
@@ -321,7 +318,7 @@ class BSRLinearBlocksFunction(torch.autograd.Function):
     def backward(ctx, dy):
         x_slabs, values = ctx.saved_tensors
         in_features, out_features = ctx.shape
-        dy_slabs = _transposed_slabs(dy, _n_blocks(out_features, ctx.block), ctx.block)
+        dy_slabs = _transposed_slabs(dy, triton.cdiv(out_features, ctx.block), ctx.block)
         dx = d_values = d_bias = None
         if ctx.needs_input_grad[0]:
             dx_slabs = torch.zeros_like(x_slabs)
@@ -351,20 +348,19 @@ def bsr_cpu_route(x: torch.Tensor, values: torch.Tensor, table: torch.Tensor, bi
     key = (tuple(x.shape), out_features, block_size, values.shape[0], x.dtype, bias is not None, needs_grad,
            torch.get_num_threads())
     if key not in _ROUTE_CACHE:
-        with _disable_current_modes(), torch.autograd.graph.saved_tensors_hooks(_keep, _keep):
+        def trial(route):
             probe_x, probe_v = torch.randn_like(x), torch.randn_like(values)  # never the caller's tensors
             probe_b = None if bias is None else torch.randn_like(bias)
 
-            def trial(route):
-                def step():
-                    with torch.enable_grad() if needs_grad else torch.no_grad():
-                        xs, vs = probe_x.requires_grad_(needs_grad), probe_v.requires_grad_(needs_grad)
-                        y = _run_route(route, xs, vs, probe_b, table, out_features, block_size)
-                        if needs_grad:
-                            y.sum().backward()
-                return step
+            def step():
+                with torch.enable_grad() if needs_grad else torch.no_grad():
+                    xs, vs = probe_x.requires_grad_(needs_grad), probe_v.requires_grad_(needs_grad)
+                    y = _run_route(route, xs, vs, probe_b, table, out_features, block_size)
+                    if needs_grad:
+                        y.sum().backward()
+            return step
 
-            _ROUTE_CACHE[key] = min(BSR_CPU_ROUTES, key=lambda route: _seconds(trial(route)))
+        _ROUTE_CACHE[key] = fastest_route(BSR_CPU_ROUTES, trial)
     return _ROUTE_CACHE[key]
 
 
@@ -477,7 +473,7 @@ def bsr_linear_cost(tokens: int, in_features: int, out_features: int, block_size
     """Modeled FLOPs, minimum bytes and intensity of bsr_linear forward / backward and of the dense layer."""
     from vision_lab.bench import linear_cost  # the lab's dense model (imported here: it pulls in pandas)
     _check_block_size(block_size)
-    total_blocks = _n_blocks(out_features, block_size) * _n_blocks(in_features, block_size)
+    total_blocks = triton.cdiv(out_features, block_size) * triton.cdiv(in_features, block_size)
     if (nnz_blocks is None) == (density is None):
         raise ValueError(f"nnz_blocks={nnz_blocks!r} and density={density!r}: give exactly one")
     if density is not None:
@@ -489,7 +485,7 @@ def bsr_linear_cost(tokens: int, in_features: int, out_features: int, block_size
     block_elements = nnz_blocks * block_size ** 2
     flops = 2 * tokens * block_elements
     activations = tokens * (in_features + out_features)
-    index_bytes = 4 * (_n_blocks(out_features, block_size) + 1 + nnz_blocks)
+    index_bytes = 4 * (triton.cdiv(out_features, block_size) + 1 + nnz_blocks)
     forward_bytes = (activations + block_elements + (out_features if bias else 0)) * bytes_per_element + index_bytes
     # backward: read dy, x, values; write dx and the kept blocks' gradient (and the bias gradient)
     backward_bytes = (2 * activations + 2 * block_elements + (out_features if bias else 0)) * bytes_per_element \

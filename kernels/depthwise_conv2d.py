@@ -8,7 +8,6 @@ fastest PyTorch route on the CPU."""
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import torch.nn.functional as F
@@ -16,16 +15,14 @@ import triton
 import triton.language as tl
 from einops import rearrange
 
-from torch.utils._python_dispatch import _disable_current_modes
-
 from vision_lab.runtime import (accumulator_types, check_int, check_same_device, check_same_dtype, check_tensor,
-                                interpreter_active, next_power_of_2, resolve_backend)
+                                fastest_route, interpreter_active, next_power_of_2, resolve_backend)
 
 # %% auto #0
 __all__ = ['WEIGHT_KINDS', 'DENSE_ROUTES', 'PER_PIXEL_ROUTES', 'CPU_ROUTES', 'NCHW_MAX_WINDOW', 'FFT_MIN_WINDOW',
-           'MAX_TRITON_WINDOW', 'weight_kind', 'window_size', 'depthwise_conv2d_reference', 'dilate_kernel',
-           'candidate_routes', 'depthwise_cpu_route', 'depthwise_conv2d_torch', 'DepthwiseConv2dFunction',
-           'depthwise_conv2d', 'depthwise_conv2d_cost']
+           'MAX_TRITON_WINDOW', 'weight_kind', 'window_size', 'depthwise_conv2d_reference', 'smooth_fft_size',
+           'dilate_kernel', 'candidate_routes', 'depthwise_cpu_route', 'depthwise_conv2d_torch',
+           'DepthwiseConv2dFunction', 'depthwise_conv2d', 'depthwise_conv2d_cost']
 
 # %% ../nbs/kernels/02_depthwise_conv2d.ipynb #5bf20a1f
 WEIGHT_KINDS = {3: "static", 4: "per_sample", 5: "per_pixel"}  # weight rank → kind
@@ -83,7 +80,7 @@ FFT_MIN_WINDOW = 13  # measured below: FFT wins only from K ≈ 23 on 56×56 ima
 _ROUTE_CACHE: dict[tuple, str] = {}
 
 
-def _smooth_size(n: int) -> int:
+def smooth_fft_size(n: int) -> int:
     """The smallest 2·3·5-smooth integer ≥ n (fast FFT lengths)."""
     while True:
         m = n
@@ -111,7 +108,7 @@ def _fft_depthwise(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torc
     dense = dilate_kernel(weight, dilation).flip(-1, -2)
     size = dense.shape[-1]
     height, width = x.shape[-2:]
-    fft_shape = (_smooth_size(height + size - 1), _smooth_size(width + size - 1))
+    fft_shape = (smooth_fft_size(height + size - 1), smooth_fft_size(width + size - 1))
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32  # no half-precision FFT on CPU
     spectrum = torch.fft.rfft2(x.to(compute), s=fft_shape) * torch.fft.rfft2(dense.to(compute), s=fft_shape)
     y = torch.fft.irfft2(spectrum, s=fft_shape)
@@ -183,16 +180,6 @@ def candidate_routes(weight: torch.Tensor, dilation: int) -> tuple[str, ...]:
     return tuple(routes)
 
 
-def _seconds(fn, repeats: int = 2) -> float:
-    fn()  # warm-up: allocator, oneDNN primitive cache
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def depthwise_cpu_route(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1) -> str:
     """The fastest CPU route for this shape (timed once per shape, then cached)."""
     candidates = candidate_routes(weight, dilation)
@@ -202,19 +189,14 @@ def depthwise_cpu_route(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1
     if len(candidates) == 1:
         return candidates[0]
     if key not in _ROUTE_CACHE:
-        with _disable_current_modes(), torch.autograd.graph.saved_tensors_hooks(_keep, _keep):
-            _ROUTE_CACHE[key] = _fastest_route(candidates, x, weight, dilation, needs_grad)
+        _ROUTE_CACHE[key] = _fastest_route(candidates, x, weight, dilation, needs_grad)
     return _ROUTE_CACHE[key]
 
 
-def _keep(t):
-    return t
-
-
 def _fastest_route(candidates, x, weight, dilation, needs_grad) -> str:
-    probe_x, probe_w = torch.randn_like(x), torch.randn_like(weight)  # never the caller's tensors
-
     def trial(route):
+        probe_x, probe_w = torch.randn_like(x), torch.randn_like(weight)  # never the caller's tensors
+
         def step():
             if needs_grad:
                 with torch.enable_grad():
@@ -225,7 +207,7 @@ def _fastest_route(candidates, x, weight, dilation, needs_grad) -> str:
                     _run_route(route, probe_x, probe_w, dilation)
         return step
 
-    return min(candidates, key=lambda route: _seconds(trial(route)))
+    return fastest_route(candidates, trial)
 
 
 def depthwise_conv2d_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 from einops import rearrange
 
-from vision_lab.kernels.depthwise_conv2d import _smooth_size
+from vision_lab.kernels.depthwise_conv2d import smooth_fft_size
 from vision_lab.runtime import (accumulator_types, check_fraction, check_int, check_same_device, check_same_dtype,
                                 check_tensor, dot_precision, next_power_of_2, resolve_backend)
 
@@ -321,7 +321,7 @@ def _torch_grid(signal_shape, sizes, padding, mask) -> tuple[int, ...]:
     # the op's spectrum grid when a mask pins it (or circular); otherwise the smallest 2·3·5-smooth aliasing-free one
     if mask is not None or padding == "circular":
         return fft_conv_spectrum_shape(signal_shape, sizes, padding)
-    return tuple(_smooth_size(_axis_geometry(n, s, padding)[3]) for n, s in zip(signal_shape, sizes))
+    return tuple(smooth_fft_size(_axis_geometry(n, s, padding)[3]) for n, s in zip(signal_shape, sizes))
 
 
 def _fft_conv_plan(u, k, padding, partial, frequency_mask, backend):

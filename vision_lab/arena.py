@@ -24,7 +24,7 @@ from .registry import list_mixers
 from .settings import get_settings, results_path, seed_everything
 from .data import shape_bias
 from .train import dataset_tensors, train
-from .viz import ERF, effective_receptive_field, erf_area_ratios, erf_figure
+from .viz import ERF, effective_receptive_field
 
 # %% auto #0
 __all__ = ['ARENA_BUDGETS', 'arena_budget', 'mixer_costs', 'race_one', 'cue_conflict_scores', 'ArenaResult', 'run_arena',

@@ -5,22 +5,25 @@
 # %% ../nbs/03_runtime.ipynb #b064f047
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import numbers
 import os
 import sys
-from typing import Iterable
+import time
+from typing import Callable, Iterable, Sequence
 
 import torch
+from torch.utils._python_dispatch import _disable_current_modes
 
 from .settings import CHOICES, SettingsError, get_settings
 
 # %% auto #0
 __all__ = ['FLOAT_DTYPES', 'resolve_device', 'triton_available', 'interpreter_requested', 'kernels_imported',
-           'interpreter_active', 'prepare_triton', 'resolve_backend', 'check_tensor', 'check_same_device',
-           'check_same_dtype', 'check_contiguous', 'check_int', 'check_fraction', 'check_positive', 'accumulator_types',
-           'dot_precision', 'next_power_of_2']
+           'interpreter_active', 'prepare_triton', 'resolve_backend', 'isolated_from_caller', 'fastest_route',
+           'check_tensor', 'check_same_device', 'check_same_dtype', 'check_contiguous', 'check_int', 'check_fraction',
+           'check_positive', 'accumulator_types', 'dot_precision', 'next_power_of_2']
 
 # %% ../nbs/03_runtime.ipynb #b49a5b04
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -91,6 +94,33 @@ def resolve_backend(*tensors: torch.Tensor, backend: str | None = None) -> str:
                            "set VISION_LAB_KERNEL_BACKEND=interpret (or use_settings(kernel_backend='interpret')) "
                            "before the first op is called, in a new process")
     return "interpret"
+
+
+def _unchanged(t):
+    return t
+
+
+@contextlib.contextmanager
+def isolated_from_caller():
+    """Run a block outside the caller's dispatch modes and saved-tensor hooks (a FLOP counter, a memory probe)."""
+    with _disable_current_modes(), torch.autograd.graph.saved_tensors_hooks(_unchanged, _unchanged):
+        yield
+
+
+def fastest_route(routes: Sequence[str], trial: Callable[[str], Callable[[], object]], repeats: int = 2) -> str:
+    """The route whose step `trial(route)` runs fastest (best of `repeats` after a warm-up), timed isolated_from_caller()."""
+    def seconds(step) -> float:
+        step()  # warm-up: allocator, oneDNN primitive cache
+        best = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    # an op that picks its route on first call must not show the trial runs to a counter wrapped around the op
+    with isolated_from_caller():
+        return min(routes, key=lambda route: seconds(trial(route)))
 
 # %% ../nbs/03_runtime.ipynb #91186f72
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

@@ -11,9 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from torch import nn
 
-from ..registry import register_mixer, register_technique
+from ..registry import register_mixer
 from ..runtime import check_fraction, check_int
 
 # %% auto #0

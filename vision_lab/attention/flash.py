@@ -6,7 +6,6 @@ back. Tiled with an online softmax, they never leave the chip — same answer, N
 # %% ../../nbs/attention/01_flash.ipynb #f48a0d98
 from __future__ import annotations
 
-import math
 
 import ipywidgets as widgets
 import plotly.graph_objects as go

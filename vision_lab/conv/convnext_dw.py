@@ -5,7 +5,6 @@
 # %% ../../nbs/conv/01_convnext_dw.ipynb #ba0f96ad
 from __future__ import annotations
 
-import math
 
 import torch
 from einops import rearrange

@@ -7,7 +7,6 @@ in eval mode; they differ in what they store for backward, how fast a step is, a
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..conv.dilated_reparam import fold_batchnorm

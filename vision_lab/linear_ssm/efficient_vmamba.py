@@ -6,9 +6,6 @@ cross-scan's SSM work, and the 2-D conv before the scan still lets neighbours fr
 # %% ../../nbs/linear_ssm/11_efficient_vmamba.ipynb #eaa0e450
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from .cross_scan import ATROUS_ORDERS, CrossScanMixer
 from ..registry import register_mixer, register_technique
 

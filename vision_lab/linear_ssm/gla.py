@@ -8,7 +8,6 @@ form keeps them bounded."""
 # %% ../../nbs/linear_ssm/03_gla.ipynb #c6955e05
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

@@ -8,11 +8,9 @@ it back with two depthwise 7×7 convolutions."""
 # %% ../../nbs/linear_ssm/01_linear_attention.ipynb #eefc1aa3
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from .. import ops

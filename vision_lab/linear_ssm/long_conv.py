@@ -7,7 +7,6 @@ taps (the soft-threshold of L1 regularization)."""
 # %% ../../nbs/linear_ssm/06_long_conv.ipynb #2453973e
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,6 @@ matrix state, or chunks — and on an image the "distance" $t-s$ is counted alon
 # %% ../../nbs/linear_ssm/02_retention.ipynb #a3b16bbf
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import nn
 
 from ..attention.vit import LabViT
-from ..kernels.masked_conv import MaskedConv2d, SparseBatchNorm2d, conv_output_mask
+from ..kernels.masked_conv import MaskedConv2d, SparseBatchNorm2d
 from ..registry import register_technique
 from ..runtime import check_int
 
