@@ -422,7 +422,7 @@ def _check_masked_conv_args(x, weight, bias, mask, stride, padding, tile) -> tup
     check_same_device(x=x, weight=weight, bias=bias)
     check_same_dtype(x=x, weight=weight, bias=bias)
     mask = _check_mask(mask, x) if mask is not None else torch.ones_like(x[:, :1], dtype=torch.bool)
-    check_int(stride, "stride", 1)
+    check_int(stride, "stride")
     padding = k // 2 if padding is None else check_int(padding, "padding", 0, k // 2)
     if min(x.shape[-2:]) + 2 * padding < k:
         raise ValueError(f"x is {x.shape[-2]}×{x.shape[-1]}: too small for a {k}×{k} window with padding {padding}")
@@ -573,7 +573,7 @@ class MaskedConv2d(nn.Conv2d):
                  padding: int | None = None, groups: int = 1, bias: bool = True):
         check_int(kernel_size, "kernel_size", odd=True)
         padding = kernel_size // 2 if padding is None else check_int(padding, "padding", 0, kernel_size // 2)
-        super().__init__(in_channels, out_channels, kernel_size, stride=check_int(stride, "stride", 1),
+        super().__init__(in_channels, out_channels, kernel_size, stride=check_int(stride, "stride"),
                          padding=padding, groups=groups, bias=bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, *, backend: str | None = None

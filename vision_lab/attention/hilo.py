@@ -38,8 +38,8 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
 
 def hilo_head_split(num_heads: int, alpha: float, window_size: int) -> tuple[int, int]:
     """(Lo-Fi heads, Hi-Fi heads) = (⌊α·heads⌋, the rest) as in LITv2; all heads Lo-Fi when window_size = 1."""
-    check_int(num_heads, "num_heads", 1)
-    check_int(window_size, "window_size", 1)
+    check_int(num_heads, "num_heads")
+    check_int(window_size, "window_size")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha!r} must be a number in [0, 1] (the fraction of Lo-Fi heads)")
     if window_size == 1:  # a 1×1 window is global attention: LITv2 gives every head to Lo-Fi
@@ -67,7 +67,7 @@ class HiLoAttention(nn.Module):
                  qkv_bias: bool = False):
         super().__init__()
         heads = _default_hilo_heads(dim) if num_heads is None else num_heads
-        check_int(heads, "num_heads", 1)
+        check_int(heads, "num_heads")
         if dim % heads:
             raise ValueError(f"num_heads={heads} must divide dim={dim}")
         self.lofi_heads, self.hifi_heads = hilo_head_split(heads, alpha, window_size)
@@ -173,7 +173,7 @@ def hilo_flops(batch: int, dim: int, height: int, width: int, num_heads: int, al
                window_size: int = 2) -> dict:
     """Forward FLOPs (2·MAC) of HiLoAttention on (batch, dim, height, width): dict(hifi, lofi, total)."""
     for name, value in dict(batch=batch, dim=dim, height=height, width=width).items():
-        check_int(value, name, 1)
+        check_int(value, name)
     lofi_heads, hifi_heads = hilo_head_split(num_heads, alpha, window_size)
     s, head_dim = window_size, dim // num_heads
     lofi_dim, hifi_dim = lofi_heads * head_dim, hifi_heads * head_dim
