@@ -108,10 +108,6 @@ def _square_resize(image: torch.Tensor, size: int) -> torch.Tensor:
                          align_corners=False)[0].clamp(0, 1)
 
 
-def _check_size(size, name: str = "size", low: int = 1) -> int:
-    return check_int(size, name, low)
-
-
 def _normalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     shape = (3, 1, 1) if x.dim() == 3 else (1, 3, 1, 1)
     return (x - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
@@ -121,7 +117,7 @@ def load_photo(name: str, size: int = 224, normalize: bool = True) -> torch.Tens
     """A scikit-image sample photo as a float (3, size, size) tensor, ImageNet-normalized when `normalize`."""
     if name not in PHOTO_SOURCES:
         raise ValueError(f"name={name!r} is not a known photo; available: {', '.join(photo_names())}")
-    size = _check_size(size)
+    size = check_int(size, "size")
     array = _skimage_array(PHOTO_SOURCES[name])
     image = torch.from_numpy(np.array(array, dtype=np.float32) / 255.0)
     image = image[None] if image.dim() == 2 else rearrange(image[..., :3], "h w c -> c h w")
@@ -369,7 +365,7 @@ def _pathfinder_chunk(size: int, labels: np.ndarray, rng: np.random.Generator, s
 def make_pathfinder(size: int, n: int, seed: int | None = None, return_stats: bool = False, progress: bool | None = None):
     """Pathfinder images uint8 (n, size, size) (0 / 255) and labels int64 (n,) (1: dots connected), from `seed`."""
     style = pathfinder_style(size)
-    n = _check_size(n, "n", low=0)
+    n = check_int(n, "n", low=0)
     seed = get_settings().seed if seed is None else int(seed)
     images = np.zeros((n, size, size), np.uint8)
     labels = np.zeros(n, np.int64)
@@ -466,7 +462,7 @@ def load_pathfinder(size: int, n: int, seed: int | None = None, cache: bool = Tr
                     shard_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """`make_pathfinder(size, n, seed)`, kept under data_path('pathfinder', …); damaged caches are regenerated with a warning."""
     pathfinder_style(size)
-    n, shard_size = _check_size(n, "n", low=0), _check_size(shard_size, "shard_size")
+    n, shard_size = check_int(n, "n", low=0), check_int(shard_size, "shard_size")
     seed = get_settings().seed if seed is None else int(seed)
     if not cache:
         return make_pathfinder(size, n, seed)
@@ -622,7 +618,7 @@ def _sample_textures(texture_labels: np.ndarray, crops: np.ndarray, size: int) -
 
 def make_shapes(n: int, size: int = 32, seed: int | None = None, split: str = "normal") -> ShapeSamples:
     """`n` textured shapes of `size` px: 'normal' (texture k in shape k) or 'cue_conflict' (texture ≠ shape)."""
-    n, size = _check_size(n, "n", low=0), _check_size(size, "size", low=8)
+    n, size = check_int(n, "n", low=0), check_int(size, "size", low=8)
     if split not in SHAPE_SPLITS:
         raise ValueError(f"split={split!r} must be one of {SHAPE_SPLITS}")
     seed = get_settings().seed if seed is None else int(seed)
@@ -690,7 +686,7 @@ class DigitsDataset(ImageTensorDataset):
             raise ValueError(f"split={split!r} must be 'train' or 'test'")
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction={test_fraction!r} must be in (0, 1)")
-        size = _check_size(size, "size")
+        size = check_int(size, "size")
         digits = _sklearn_digits()
         images = torch.from_numpy(digits.images).float()[:, None] / 16.0
         if size != 8:
@@ -712,7 +708,7 @@ class ImageFolderDataset(ImageTensorDataset):
 
     def __init__(self, root: str | Path, size: int = 32):
         from PIL import Image, UnidentifiedImageError
-        root, size = Path(root), _check_size(size)
+        root, size = Path(root), check_int(size, "size")
         if not root.exists():
             raise FileNotFoundError(f"image folder {root} does not exist")
         if not root.is_dir():
@@ -791,7 +787,7 @@ class CifarDataset(ImageTensorDataset):
         parts = [load_cifar_batch(path) for path in files]
         images = torch.from_numpy(np.concatenate([p[0] for p in parts]))
         labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-        if size is not None and _check_size(size) != 32:
+        if size is not None and check_int(size, "size") != 32:
             images = F.interpolate(images.float() / 255, size=(size, size), mode="bilinear", antialias=True,
                                    align_corners=False).clamp(0, 1)
         classes = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 10)]
@@ -848,7 +844,7 @@ def cue_conflict_set(n: int | None = None, size: int = 32, seed: int | None = No
 def make_loaders(train_ds: Dataset, test_ds: Dataset, batch_size: int = 64, seed: int | None = None,
                  num_workers: int = 0) -> tuple[DataLoader, DataLoader]:
     """Train (seeded shuffle, all batches) and test (in order) DataLoaders."""
-    batch_size = _check_size(batch_size, "batch_size")
+    batch_size = check_int(batch_size, "batch_size")
     generator = torch.Generator().manual_seed(get_settings().seed if seed is None else int(seed))
     return (DataLoader(train_ds, batch_size, shuffle=True, generator=generator, num_workers=num_workers),
             DataLoader(test_ds, batch_size, shuffle=False, num_workers=num_workers))
@@ -877,7 +873,7 @@ def image_gallery(images: Sequence, titles: Sequence[str] | None = None, cols: i
     titles = list(titles) if titles is not None else [""] * len(images)
     if len(titles) != len(images):
         raise ValueError(f"titles has {len(titles)} entries for {len(images)} images")
-    cols = min(_check_size(cols, "cols"), len(images))
+    cols = min(check_int(cols, "cols"), len(images))
     rows = -(-len(images) // cols)
     figure = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.01,
                            vertical_spacing=0.12 / rows)

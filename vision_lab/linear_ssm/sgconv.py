@@ -76,11 +76,9 @@ class SGConvMixer(RasterLongConv):
 
     def kernel(self, length: int) -> torch.Tensor:
         """SGConv kernels (directions, C, min(length, 2^(S−1)·d)), normalized by the norm at initialization."""
-        kernel = sgconv_kernel(list(self.sub_kernels), self.decay, self.mode, length=length) / self.kernel_norm
-        # scales that start beyond `length` are never computed; a zero-weighted term still gives them an exact zero
-        # gradient (not None), which optimizers and the lab's every-parameter-trains checks expect
-        unused = list(self.sub_kernels)[sgconv_num_scales(length, self.kernel_dim):]
-        return kernel + sum(k.sum() for k in unused) * 0.0 if unused else kernel
+        # the whole kernel, then its first `length` taps (as SGConv does): scales that start beyond `length` take
+        # part in the graph, so they get an exact zero gradient rather than none
+        return sgconv_kernel(list(self.sub_kernels), self.decay, self.mode)[..., :length] / self.kernel_norm
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, kernel_dim={self.kernel_dim}, max_length={self.max_length}, "
