@@ -18,8 +18,8 @@ from .runtime import check_int
 
 # %% auto #0
 __all__ = ['BACKBONE_PRESETS', 'IdentityMixer', 'PoolMixer', 'DepthwiseConvMixer', 'attention_reference', 'default_heads',
-           'AttentionMixer', 'DropPath', 'LayerScale', 'ChannelMLP', 'MetaFormerBlock', 'Downsample', 'MetaFormerStage',
-           'MetaFormer', 'build_backbone']
+           'resolve_heads', 'AttentionMixer', 'DropPath', 'LayerScale', 'ChannelMLP', 'MetaFormerBlock', 'Downsample',
+           'MetaFormerStage', 'MetaFormer', 'build_backbone']
 
 # %% ../nbs/07_backbone.ipynb #689efe9c
 @register_mixer("identity", family="baseline")
@@ -79,15 +79,22 @@ def default_heads(dim: int) -> int:
     return heads
 
 
+def resolve_heads(dim: int, num_heads: int | None) -> int:
+    """`num_heads` checked to be a positive int dividing `dim`; None: default_heads(dim)."""
+    if num_heads is None:
+        return default_heads(dim)
+    if dim % check_int(num_heads, "num_heads"):
+        raise ValueError(f"num_heads={num_heads!r} must divide dim={dim}")
+    return num_heads
+
+
 @register_mixer("attention", family="baseline")
 class AttentionMixer(nn.Module):
     """Global multi-head self-attention over the H·W tokens; `record_attention=True` stores P in `attention_probs`."""
 
     def __init__(self, dim: int, num_heads: int | None = None, qkv_bias: bool = False):
         super().__init__()
-        heads = default_heads(dim) if num_heads is None else num_heads
-        if dim % check_int(heads, "num_heads"):
-            raise ValueError(f"num_heads={num_heads!r} must divide dim={dim}")
+        heads = resolve_heads(dim, num_heads)
         self.dim, self.num_heads, self.head_dim = dim, heads, dim // heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)

@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import nn
 
 from .. import ops
-from ..backbone import default_heads
+from ..backbone import resolve_heads
 from ..registry import register_mixer, register_technique
 from ..runtime import check_int, check_positive
 
@@ -63,9 +63,7 @@ class GatedLinearAttention(nn.Module):
                  temperature: float = GLA_TEMPERATURE, bidirectional: bool = True, chunk_size: int = 16,
                  form: str = "chunked"):
         super().__init__()
-        heads = default_heads(dim) if num_heads is None else num_heads
-        if dim % check_int(heads, "num_heads"):
-            raise ValueError(f"num_heads={num_heads!r} must divide dim={dim}")
+        heads = resolve_heads(dim, num_heads)
         if not isinstance(expand_k, (int, float)) or isinstance(expand_k, bool) or not 0 < expand_k <= 4:
             raise ValueError(f"expand_k={expand_k!r} must be a number in (0, 4] (GLA: 0.5)")
         key_dim = max(heads, int(dim * expand_k) // heads * heads)  # a multiple of the heads, at least one per head

@@ -14,9 +14,9 @@ from einops import rearrange
 from torch import nn
 
 from .. import ops
-from ..backbone import default_heads
+from ..backbone import resolve_heads
 from ..registry import register_mixer, register_technique
-from ..runtime import check_fraction, check_int
+from ..runtime import check_fraction
 
 # %% auto #0
 __all__ = ['RETENTION_FORMS', 'PARALLEL_MAX_TOKENS', 'Retention', 'decay_grid']
@@ -33,9 +33,7 @@ class Retention(nn.Module):
     def __init__(self, dim: int, num_heads: int | None = None, bidirectional: bool = True, gamma: float | None = None,
                  chunk_size: int = 64, form: str = "auto", qkv_bias: bool = False):
         super().__init__()
-        heads = default_heads(dim) if num_heads is None else num_heads
-        if dim % check_int(heads, "num_heads"):
-            raise ValueError(f"num_heads={num_heads!r} must divide dim={dim}")
+        heads = resolve_heads(dim, num_heads)
         if form not in RETENTION_FORMS:
             raise ValueError(f"form={form!r} must be one of {RETENTION_FORMS}")
         if gamma is not None:
